@@ -1,0 +1,3 @@
+"""Orbita: customer-engagement engine — CRM strategy as code."""
+
+__version__ = "0.1.0"

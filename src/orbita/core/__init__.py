@@ -1,0 +1,1 @@
+"""Settings, clock, ids and errors: the base every other layer stands on."""

@@ -1,0 +1,1 @@
+"""Pydantic models: Segment-compatible messages, customers and events; later the strategy."""
