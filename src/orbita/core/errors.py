@@ -58,3 +58,7 @@ class TransientError(OrbitaError):
 
 class TerminalError(OrbitaError):
     """A failure that no retry will cure (bad address, 4xx, rejected content)."""
+
+
+class TooLargeError(InvalidInputError):
+    """Input over a size limit (HTTP 413)."""

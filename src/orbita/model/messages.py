@@ -10,7 +10,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orbita.core.errors import FieldProblem, InvalidInputError, TooLargeError
+from orbita.core.ids import new_message_id
+from orbita.model.events import EventRecord
 
 JsonObject = dict[str, Any]
 
@@ -61,7 +74,7 @@ class _Message(BaseModel):
     @model_validator(mode="after")
     def _someone(self) -> _Message:
         if self.user_id is None and self.anonymous_id is None:
-            raise ValueError("userId or anonymousId is required")
+            raise ValueError("userId: userId or anonymousId is required")
         return self
 
     def event_time(self, *, received_at: datetime, batch_sent_at: datetime | None = None) -> datetime:
@@ -127,7 +140,7 @@ class Alias(_Message):
     @model_validator(mode="after")
     def _needs_user(self) -> Alias:
         if self.user_id is None:
-            raise ValueError("alias needs userId (the new id) and previousId (the old one)")
+            raise ValueError("userId: alias needs userId (the new id) and previousId (the old one)")
         return self
 
 
@@ -143,7 +156,7 @@ class Batch(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
-    batch: list[JsonObject]
+    batch: list[Any] = Field(max_length=100_000)
     context: JsonObject = Field(default_factory=dict)
     integrations: JsonObject = Field(default_factory=dict)
     sent_at: datetime | None = Field(default=None, alias="sentAt")
@@ -155,3 +168,146 @@ class Batch(BaseModel):
         return _aware(value)
 
 
+
+
+_KIND_OF_ERROR = {
+    "missing": "is required",
+    "union_tag_not_found": "is required (one of identify, track, page, screen, group, alias)",
+    "union_tag_invalid": "must be one of identify, track, page, screen, group, alias",
+}
+
+
+def problems_of(error: ValidationError, *, index: int | None = None) -> list[FieldProblem]:
+    """Pydantic's errors as problems a user can act on: which item, which field, what is wrong."""
+    problems = []
+    for item in error.errors(include_url=False):
+        location = [str(part) for part in item["loc"]]
+        if location and location[0] in _TYPES:
+            location = location[1:]  # the discriminator's branch name, not a field
+        field = ".".join(location) or ("type" if "union_tag" in item["type"] else "")
+        message = _KIND_OF_ERROR.get(item["type"], item["msg"])
+        if item["type"] == "value_error":
+            # model-level checks name their field as "field: message"
+            message = str(item["msg"]).removeprefix("Value error, ")
+            named, sep, rest = message.partition(": ")
+            if sep and not field and " " not in named:
+                field, message = named, rest
+        problems.append(FieldProblem(field=field, message=message, index=index))
+    return problems
+
+
+_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
+
+
+def to_record(
+    message: Identify | Track | Page | Screen | Group | Alias,
+    *,
+    received_at: datetime,
+    batch_sent_at: datetime | None = None,
+    batch_context: JsonObject | None = None,
+) -> EventRecord:
+    """Normalise a validated message into the record Orbita stores."""
+    name: str | None = None
+    properties: JsonObject = {}
+    previous_id: str | None = None
+    group_id: str | None = None
+    match message:
+        case Track():
+            name, properties = message.event, message.properties
+        case Page() | Screen():
+            name, properties = message.name, message.properties
+            if message.category is not None:
+                properties = {"category": message.category, **properties}
+        case Identify():
+            properties = message.traits
+        case Group():
+            properties, group_id = message.traits, message.group_id
+        case Alias():
+            previous_id = message.previous_id
+    context = {**batch_context, **message.context} if batch_context else message.context
+    return EventRecord(
+        message_id=message.message_id or new_message_id(),
+        type=message.type,
+        name=name,
+        user_id=message.user_id,
+        anonymous_id=message.anonymous_id,
+        properties=properties,
+        context=context,
+        timestamp=message.event_time(received_at=received_at, batch_sent_at=batch_sent_at),
+        received_at=received_at,
+        previous_id=previous_id,
+        group_id=group_id,
+    )
+
+
+def parse_message(
+    raw: object,
+    *,
+    received_at: datetime,
+    kind: str | None = None,
+    index: int | None = None,
+    batch_sent_at: datetime | None = None,
+    batch_context: JsonObject | None = None,
+    max_bytes: int | None = None,
+) -> EventRecord:
+    """Validate one message; `kind` comes from the endpoint (`/v1/track`) and sets `type`.
+
+    Raises InvalidInputError (or TooLargeError) naming the item and field.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidInputError(
+            [FieldProblem(field="", message="must be a JSON object", index=index)]
+        )
+    if max_bytes is not None and len(orjson.dumps(raw)) > max_bytes:
+        raise TooLargeError(
+            [FieldProblem(field="", message=f"message is over {max_bytes // 1024} KB", index=index)],
+            summary="too large",
+        )
+    if kind is not None:
+        if raw.get("type", kind) != kind:
+            problem = FieldProblem(field="type", message=f"must be {kind!r} here", index=index)
+            raise InvalidInputError([problem])
+        raw = {**raw, "type": kind}
+    try:
+        message = MESSAGE.validate_python(raw)
+    except ValidationError as error:
+        raise InvalidInputError(problems_of(error, index=index)) from None
+    return to_record(
+        message,
+        received_at=received_at,
+        batch_sent_at=batch_sent_at,
+        batch_context=batch_context,
+    )
+
+
+def parse_batch(
+    raw: object, *, received_at: datetime, max_message_bytes: int | None = None
+) -> list[EventRecord]:
+    """Validate a `/v1/batch` body: every item or none (problems name every bad item)."""
+    try:
+        batch = Batch.model_validate(raw)
+    except ValidationError as error:
+        raise InvalidInputError(problems_of(error)) from None
+    records: list[EventRecord] = []
+    problems: list[FieldProblem] = []
+    too_large = False
+    for index, item in enumerate(batch.batch):
+        try:
+            records.append(
+                parse_message(
+                    item,
+                    received_at=received_at,
+                    index=index,
+                    batch_sent_at=batch.sent_at,
+                    batch_context=batch.context,
+                    max_bytes=max_message_bytes,
+                )
+            )
+        except InvalidInputError as error:
+            too_large = too_large or isinstance(error, TooLargeError)
+            problems.extend(error.problems)
+    if problems:
+        if too_large:
+            raise TooLargeError(problems, summary="too large")
+        raise InvalidInputError(problems, summary=f"{len(problems)} problem(s) in the batch")
+    return records

@@ -1,0 +1,1 @@
+"""Persistence behind small interfaces: operational state (SQLAlchemy) and events (analytic)."""

@@ -1,0 +1,150 @@
+"""What every event store does, and the Arrow shape events travel in."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+import pyarrow as pa
+
+from orbita.core.errors import UserError
+from orbita.core.ids import message_key
+from orbita.model.events import EventRecord, StoredEvent
+
+# Append order is time order: DuckDB's zone maps then make recent-window segments fast.
+EVENT_SCHEMA = pa.schema(
+    [
+        ("message_key", pa.string()),  # UUID text; the deduplication key (see core.ids)
+        ("message_id", pa.string()),
+        ("customer_id", pa.int64()),
+        ("user_id", pa.string()),
+        ("anonymous_id", pa.string()),
+        ("type", pa.string()),
+        ("name", pa.string()),
+        ("properties", pa.string()),  # JSON text
+        ("context", pa.string()),  # JSON text
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+COLUMNS = tuple(EVENT_SCHEMA.names)
+
+
+def event_table(records: Sequence[EventRecord], customer_ids: Sequence[int]) -> pa.Table:
+    """Records and their resolved customers as an Arrow table in EVENT_SCHEMA."""
+    return pa.table(
+        {
+            "message_key": [str(message_key(r.message_id)) for r in records],
+            "message_id": [r.message_id for r in records],
+            "customer_id": customer_ids,
+            "user_id": [r.user_id for r in records],
+            "anonymous_id": [r.anonymous_id for r in records],
+            "type": [r.type for r in records],
+            "name": [r.name for r in records],
+            "properties": [_json(r.properties) for r in records],
+            "context": [_json(r.context) for r in records],
+            "timestamp": [r.timestamp for r in records],
+            "received_at": [r.received_at for r in records],
+        },
+        schema=EVENT_SCHEMA,
+    )
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if value else "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventCursor:
+    """Where a newest-first page of a customer's events stopped: opaque to API clients."""
+
+    timestamp: datetime
+    message_key: str
+
+    def encode(self) -> str:
+        raw = f"{self.timestamp.isoformat()}|{self.message_key}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> EventCursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            stamp, key = raw.split("|", 1)
+            return cls(timestamp=datetime.fromisoformat(stamp), message_key=str(uuid.UUID(key)))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError("cursor: not a cursor this API returned") from None
+
+
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    """A row selected as SELECT_COLUMNS, as a StoredEvent."""
+    (message_id, customer_id, user_id, anonymous_id, kind, name, props, ctx, ts, received) = row
+    return StoredEvent(
+        message_id=message_id,
+        customer_id=int(customer_id),
+        type=kind,
+        name=name,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        properties=_loads(props),
+        context=_loads(ctx),
+        timestamp=ts,
+        received_at=received,
+    )
+
+
+def _loads(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    loaded = orjson.loads(value)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+SELECT_COLUMNS = (
+    "message_id, customer_id, user_id, anonymous_id, type, name, properties, context, "
+    "timestamp, received_at"
+)
+
+
+class EventStore(Protocol):
+    """Events of one workspace. Implementations are safe to call from several threads."""
+
+    backend: str
+
+    def append(self, events: pa.Table) -> set[str]:
+        """Store events (EVENT_SCHEMA) not stored before; return the message keys stored now."""
+        ...
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of these message keys are stored already."""
+        ...
+
+    def count(self, *, customer_id: int | None = None) -> int: ...
+
+    def page(
+        self, *, customer_id: int, limit: int, after: EventCursor | None = None
+    ) -> list[tuple[StoredEvent, EventCursor]]:
+        """A customer's events, newest first, starting after `after`."""
+        ...
+
+    def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
+        """Identity merge: move events to the surviving customer; returns how many moved."""
+        ...
+
+    def delete_customers(self, *, customer_ids: Sequence[int]) -> int:
+        """Erase every event of these customers; returns how many were removed."""
+        ...
+
+    def counts_by_name(self) -> dict[str, int]: ...
+
+    def ibis(self) -> Any:
+        """An Ibis backend on this store, for portable queries (segments, analytics)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,180 @@
+"""Events in a DuckDB file: the embedded default. One process owns the file at a time."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from orbita.core.errors import StoreLockedError
+from orbita.model.events import StoredEvent
+from orbita.store.events.base import COLUMNS, SELECT_COLUMNS, EventCursor, stored_event
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    message_key UUID PRIMARY KEY,
+    message_id VARCHAR NOT NULL,
+    customer_id BIGINT NOT NULL,
+    user_id VARCHAR,
+    anonymous_id VARCHAR,
+    type VARCHAR NOT NULL,
+    name VARCHAR,
+    properties JSON NOT NULL,
+    context JSON NOT NULL,
+    timestamp TIMESTAMPTZ NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL
+)
+"""
+_PID = re.compile(r"PID (\d+)")
+
+
+class DuckDBEventStore:
+    backend = "duckdb"
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = {"threads": str(threads)} if threads else {}
+        try:
+            self._con = duckdb.connect(str(path), config=config)
+        except duckdb.IOException as error:
+            raise _locked(path, error) from None
+        self._con.execute("SET TimeZone = 'UTC'")
+        self._con.execute(_SCHEMA)
+        self._path = path
+        # DuckDB connections are not thread-safe; each thread gets its own cursor.
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            cursor.execute("SET TimeZone = 'UTC'")
+            self._local.cursor = cursor
+        return cursor
+
+    def append(self, events: pa.Table) -> set[str]:
+        if events.num_rows == 0:
+            return set()
+        cur = self._cursor()
+        cur.register("incoming", events.select(list(COLUMNS)))
+        try:
+            with self._write_lock:
+                rows = cur.execute(
+                    f"INSERT OR IGNORE INTO events ({', '.join(COLUMNS)}) "
+                    "SELECT message_key::UUID, message_id, customer_id, user_id, anonymous_id, "
+                    "type, name, properties::JSON, context::JSON, timestamp, received_at "
+                    "FROM incoming RETURNING message_key"
+                ).fetchall()
+        finally:
+            cur.unregister("incoming")
+        return {str(row[0]) for row in rows}
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        wanted = list(keys)
+        if not wanted:
+            return set()
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT message_key FROM events WHERE message_key IN "
+                "(SELECT unnest($keys)::UUID)",
+                {"keys": wanted},
+            )
+            .fetchall()
+        )
+        return {str(row[0]) for row in rows}
+
+    def count(self, *, customer_id: int | None = None) -> int:
+        if customer_id is None:
+            row = self._cursor().execute("SELECT count(*) FROM events").fetchone()
+        else:
+            row = (
+                self._cursor()
+                .execute("SELECT count(*) FROM events WHERE customer_id = ?", [customer_id])
+                .fetchone()
+            )
+        return int(row[0]) if row else 0
+
+    def page(
+        self, *, customer_id: int, limit: int, after: EventCursor | None = None
+    ) -> list[tuple[StoredEvent, EventCursor]]:
+        params: list[Any] = [customer_id]
+        where = "customer_id = ?"
+        if after is not None:
+            where += " AND (timestamp, message_key) < (?::TIMESTAMPTZ, ?::UUID)"
+            params += [after.timestamp, after.message_key]
+        rows = (
+            self._cursor()
+            .execute(
+                f"SELECT {SELECT_COLUMNS}, message_key FROM events WHERE {where} "
+                "ORDER BY timestamp DESC, message_key DESC LIMIT ?",
+                [*params, limit],
+            )
+            .fetchall()
+        )
+        return [
+            (stored_event(row[:-1]), EventCursor(timestamp=row[8], message_key=str(row[-1])))
+            for row in rows
+        ]
+
+    def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
+        if not from_customer_ids:
+            return 0
+        with self._write_lock:
+            row = (
+                self._cursor()
+                .execute(
+                    "UPDATE events SET customer_id = $to WHERE customer_id IN "
+                    "(SELECT unnest($ids))",
+                    {"to": to_customer_id, "ids": list(from_customer_ids)},
+                )
+                .fetchone()
+            )
+        return int(row[0]) if row else 0
+
+    def delete_customers(self, *, customer_ids: Sequence[int]) -> int:
+        if not customer_ids:
+            return 0
+        with self._write_lock:
+            row = (
+                self._cursor()
+                .execute(
+                    "DELETE FROM events WHERE customer_id IN (SELECT unnest($ids))",
+                    {"ids": list(customer_ids)},
+                )
+                .fetchone()
+            )
+        return int(row[0]) if row else 0
+
+    def counts_by_name(self) -> dict[str, int]:
+        rows = (
+            self._cursor()
+            .execute(
+                "SELECT coalesce(name, type), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+            )
+            .fetchall()
+        )
+        return {str(name): int(n) for name, n in rows}
+
+    def ibis(self) -> Any:
+        import ibis
+
+        return ibis.duckdb.from_connection(self._cursor())
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _locked(path: Path, error: duckdb.IOException) -> StoreLockedError:
+    pid = _PID.search(str(error))
+    holder = f"process {pid.group(1)}" if pid else "another process"
+    return StoreLockedError(
+        f"the event store {path} is in use by {holder} (probably `orbita serve`); "
+        "DuckDB lets one process open it: stop that process, or send the work to its API"
+    )

@@ -1,0 +1,159 @@
+"""Events in PostgreSQL: the second backend, for teams that already run one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine.url import make_url
+
+from orbita.model.events import StoredEvent
+from orbita.store.events.base import COLUMNS, SELECT_COLUMNS, EventCursor, stored_event
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    message_key uuid PRIMARY KEY,
+    message_id text NOT NULL,
+    customer_id bigint NOT NULL,
+    user_id text,
+    anonymous_id text,
+    type text NOT NULL,
+    name text,
+    properties jsonb NOT NULL,
+    context jsonb NOT NULL,
+    timestamp timestamptz NOT NULL,
+    received_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_events_customer_time ON events (customer_id, timestamp DESC);
+CREATE INDEX IF NOT EXISTS ix_events_name_time ON events (name, timestamp);
+CREATE INDEX IF NOT EXISTS ix_events_time_brin ON events USING brin (timestamp);
+"""
+
+
+class PostgresEventStore:
+    backend = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._engine: Engine = create_engine(url, pool_pre_ping=True, pool_size=8)
+        with self._connection() as conn:
+            # Two processes starting at once must not race on CREATE TABLE IF NOT EXISTS.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('orbita.events.schema'))")
+            conn.execute(_SCHEMA)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        raw = self._engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            yield driver
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+
+    def append(self, events: pa.Table) -> set[str]:
+        if events.num_rows == 0:
+            return set()
+        columns = ", ".join(COLUMNS)
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming "
+                "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(f"COPY incoming ({columns}) FROM STDIN") as copy:
+                for row in zip(*(events.column(c).to_pylist() for c in COLUMNS), strict=True):
+                    copy.write_row(row)
+            cur.execute(
+                f"INSERT INTO events ({columns}) SELECT DISTINCT ON (message_key) {columns} "
+                "FROM incoming ON CONFLICT (message_key) DO NOTHING RETURNING message_key"
+            )
+            return {str(row[0]) for row in cur.fetchall()}
+
+    def existing_keys(self, keys: Iterable[str]) -> set[str]:
+        wanted = [uuid.UUID(k) for k in keys]
+        if not wanted:
+            return set()
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT message_key FROM events WHERE message_key = ANY(%s)", [wanted]
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def count(self, *, customer_id: int | None = None) -> int:
+        with self._connection() as conn:
+            if customer_id is None:
+                row = conn.execute("SELECT count(*) FROM events").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT count(*) FROM events WHERE customer_id = %s", [customer_id]
+                ).fetchone()
+        return int(row[0]) if row else 0
+
+    def page(
+        self, *, customer_id: int, limit: int, after: EventCursor | None = None
+    ) -> list[tuple[StoredEvent, EventCursor]]:
+        params: list[Any] = [customer_id]
+        where = "customer_id = %s"
+        if after is not None:
+            where += " AND (timestamp, message_key) < (%s, %s)"
+            params += [after.timestamp, uuid.UUID(after.message_key)]
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {SELECT_COLUMNS}, message_key FROM events WHERE {where} "
+                "ORDER BY timestamp DESC, message_key DESC LIMIT %s",
+                [*params, limit],
+            ).fetchall()
+        return [
+            (stored_event(row[:-1]), EventCursor(timestamp=row[8], message_key=str(row[-1])))
+            for row in rows
+        ]
+
+    def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
+        if not from_customer_ids:
+            return 0
+        with self._connection() as conn:
+            cur = conn.execute(
+                "UPDATE events SET customer_id = %s WHERE customer_id = ANY(%s)",
+                [to_customer_id, list(from_customer_ids)],
+            )
+            return cur.rowcount
+
+    def delete_customers(self, *, customer_ids: Sequence[int]) -> int:
+        if not customer_ids:
+            return 0
+        with self._connection() as conn:
+            cur = conn.execute(
+                "DELETE FROM events WHERE customer_id = ANY(%s)", [list(customer_ids)]
+            )
+            return cur.rowcount
+
+    def counts_by_name(self) -> dict[str, int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT coalesce(name, type), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        return {str(name): int(n) for name, n in rows}
+
+    def ibis(self) -> Any:
+        import ibis
+
+        url = make_url(self._url)
+        return ibis.postgres.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+        )
+
+    def close(self) -> None:
+        self._engine.dispose()
