@@ -6,7 +6,7 @@ import base64
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -35,11 +35,16 @@ EVENT_SCHEMA = pa.schema(
 COLUMNS = tuple(EVENT_SCHEMA.names)
 
 
-def event_table(records: Sequence[EventRecord], customer_ids: Sequence[int]) -> pa.Table:
+def event_table(
+    records: Sequence[EventRecord],
+    customer_ids: Sequence[int],
+    *,
+    keys: Sequence[str] | None = None,
+) -> pa.Table:
     """Records and their resolved customers as an Arrow table in EVENT_SCHEMA."""
     return pa.table(
         {
-            "message_key": [str(message_key(r.message_id)) for r in records],
+            "message_key": keys if keys is not None else message_keys(records),
             "message_id": [r.message_id for r in records],
             "customer_id": customer_ids,
             "user_id": [r.user_id for r in records],
@@ -53,6 +58,10 @@ def event_table(records: Sequence[EventRecord], customer_ids: Sequence[int]) -> 
         },
         schema=EVENT_SCHEMA,
     )
+
+
+def message_keys(records: Sequence[EventRecord]) -> list[str]:
+    return [str(message_key(r.message_id)) for r in records]
 
 
 def _json(value: Mapping[str, Any]) -> str:
@@ -92,8 +101,8 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
         anonymous_id=anonymous_id,
         properties=_loads(props),
         context=_loads(ctx),
-        timestamp=ts,
-        received_at=received,
+        timestamp=ts.astimezone(UTC),
+        received_at=received.astimezone(UTC),
     )
 
 

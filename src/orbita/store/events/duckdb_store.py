@@ -38,7 +38,9 @@ class DuckDBEventStore:
 
     def __init__(self, path: Path, *, threads: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        config = {"threads": str(threads)} if threads else {}
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"threads": threads} if threads else {}
+        )
         try:
             self._con = duckdb.connect(str(path), config=config)
         except duckdb.IOException as error:
@@ -82,8 +84,7 @@ class DuckDBEventStore:
         rows = (
             self._cursor()
             .execute(
-                "SELECT message_key FROM events WHERE message_key IN "
-                "(SELECT unnest($keys)::UUID)",
+                "SELECT message_key FROM events WHERE message_key IN (SELECT unnest($keys)::UUID)",
                 {"keys": wanted},
             )
             .fetchall()
@@ -155,9 +156,7 @@ class DuckDBEventStore:
     def counts_by_name(self) -> dict[str, int]:
         rows = (
             self._cursor()
-            .execute(
-                "SELECT coalesce(name, type), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"
-            )
+            .execute("SELECT coalesce(name, type), count(*) FROM events GROUP BY 1 ORDER BY 2 DESC")
             .fetchall()
         )
         return {str(name): int(n) for name, n in rows}

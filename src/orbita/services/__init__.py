@@ -1,0 +1,1 @@
+"""Use cases that combine the engine and the stores: ingest, customers, import, generate…"""

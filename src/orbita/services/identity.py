@@ -1,0 +1,242 @@
+"""Identity resolution: which customer a message belongs to, and merging profiles.
+
+A customer is known by user ids (current and aliased) and anonymous ids. A message's ids are
+looked up; unknown ids create a customer or join the one they came with; an anonymous
+profile that turns out to be a known user is merged into that user (its events move too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
+
+from orbita.model.events import EventRecord
+from orbita.store.state import customers, identities
+
+USER = "user"
+ANONYMOUS = "anonymous"
+
+
+class IdentityResolver:
+    """Resolves ids to customer ids inside one state transaction, with a cache across batches.
+
+    The cache is only trusted while this process is the only writer of identities (the
+    embedded default, and the one ingest writer of a server); `forget` drops it.
+    """
+
+    def __init__(self, *, cache_size: int = 2_000_000) -> None:
+        self._cache: dict[tuple[str, str], int] = {}
+        self._user_of: dict[int, str | None] = {}
+        # Ids the last warm-up found in no profile: they need no second look-up.
+        self._absent: set[tuple[str, str]] = set()
+        self._cache_size = cache_size
+
+    def forget(self) -> None:
+        self._cache.clear()
+        self._user_of.clear()
+        self._absent.clear()
+
+    def resolve(
+        self, connection: Connection, records: Iterable[EventRecord]
+    ) -> tuple[list[int], dict[int, int]]:
+        """Customer id per record, creating customers as needed; and the merges done (from → to).
+
+        Records resolved before a merge in the same batch still carry the merged id: map
+        them through the returned merges.
+        """
+        batch = list(records)
+        self._warm(connection, batch)
+        merges: dict[int, int] = {}
+        resolved = [self._one(connection, record, merges) for record in batch]
+        if merges:
+            resolved = [_follow(merges, cid) for cid in resolved]
+        if len(self._cache) > self._cache_size:
+            self.forget()
+        return resolved, merges
+
+    def _warm(self, connection: Connection, records: list[EventRecord]) -> None:
+        """One query for every id the batch names that the cache does not know yet."""
+        wanted: set[tuple[str, str]] = set()
+        for record in records:
+            for key in _keys(record):
+                if key not in self._cache:
+                    wanted.add(key)
+        chunk = list(wanted)
+        self._absent = set(wanted)
+        for start in range(0, len(chunk), 500):
+            part = chunk[start : start + 500]
+            rows = connection.execute(
+                select(identities.c.kind, identities.c.value, identities.c.customer_id).where(
+                    tuple_(identities.c.kind, identities.c.value).in_(part)
+                )
+            ).all()
+            for kind, value, customer_id in rows:
+                self._cache[(kind, value)] = int(customer_id)
+                self._absent.discard((kind, value))
+
+    def _one(self, connection: Connection, record: EventRecord, merges: dict[int, int]) -> int:
+        if record.type == "alias" and record.previous_id and record.user_id:
+            return self._alias(connection, record, merges)
+        user_id, anonymous_id = record.user_id, record.anonymous_id
+        by_user = self._find(connection, USER, user_id, merges)
+        by_anonymous = self._find(connection, ANONYMOUS, anonymous_id, merges)
+        if by_user is None and by_anonymous is None:
+            customer_id = self._create(connection, user_id=user_id, at=record.timestamp)
+            if user_id:
+                self._link(connection, USER, user_id, customer_id)
+            if anonymous_id:
+                self._link(connection, ANONYMOUS, anonymous_id, customer_id)
+            return customer_id
+        if by_user is None:
+            assert by_anonymous is not None
+            if user_id is None:
+                return by_anonymous
+            if self._user_id(connection, by_anonymous) is None:
+                # The anonymous visitor has identified: the profile becomes that user's.
+                self._set_user_id(connection, by_anonymous, user_id)
+                self._link(connection, USER, user_id, by_anonymous)
+                return by_anonymous
+            # A shared device: the anonymous id stays with the first user.
+            customer_id = self._create(connection, user_id=user_id, at=record.timestamp)
+            self._link(connection, USER, user_id, customer_id)
+            return customer_id
+        if by_anonymous is None:
+            if anonymous_id:
+                self._link(connection, ANONYMOUS, anonymous_id, by_user)
+            return by_user
+        if by_anonymous != by_user and self._user_id(connection, by_anonymous) is None:
+            self._merge(connection, source=by_anonymous, target=by_user, merges=merges)
+        return by_user
+
+    def _alias(self, connection: Connection, record: EventRecord, merges: dict[int, int]) -> int:
+        """`alias`: previousId (an anonymous or older user id) becomes known as userId."""
+        assert record.previous_id is not None and record.user_id is not None
+        previous, user_id = record.previous_id, record.user_id
+        current = self._find(connection, USER, user_id, merges)
+        earlier = self._find(connection, USER, previous, merges)
+        if earlier is None:
+            earlier = self._find(connection, ANONYMOUS, previous, merges)
+        if earlier is None and current is None:
+            customer_id = self._create(connection, user_id=user_id, at=record.timestamp)
+            self._link(connection, USER, user_id, customer_id)
+            self._link_previous(connection, previous, customer_id)
+            return customer_id
+        if earlier is None:
+            assert current is not None
+            self._link_previous(connection, previous, current)
+            return current
+        if current is None:
+            if self._user_id(connection, earlier) in (None, previous):
+                self._set_user_id(connection, earlier, user_id)
+            self._link(connection, USER, user_id, earlier)
+            return earlier
+        if earlier != current:
+            self._merge(connection, source=earlier, target=current, merges=merges)
+        return current
+
+    def _link_previous(self, connection: Connection, previous: str, customer_id: int) -> None:
+        # An unknown previousId may be either kind of id: it is found as either from now on.
+        self._link(connection, USER, previous, customer_id)
+        self._link(connection, ANONYMOUS, previous, customer_id)
+
+    def _find(
+        self, connection: Connection, kind: str, value: str | None, merges: Mapping[int, int]
+    ) -> int | None:
+        if value is None:
+            return None
+        found = self._cache.get((kind, value))
+        if found is None and (kind, value) not in self._absent:
+            # Not warmed (the cache was dropped mid-batch by a merge): ask the store.
+            found = connection.execute(
+                select(identities.c.customer_id).where(
+                    identities.c.kind == kind, identities.c.value == value
+                )
+            ).scalar_one_or_none()
+            if found is not None:
+                self._cache[(kind, value)] = found = int(found)
+        if found is None:
+            return None
+        return _follow(merges, found)
+
+    def _create(self, connection: Connection, *, user_id: str | None, at: datetime) -> int:
+        customer_id = connection.execute(
+            insert(customers)
+            .values(user_id=user_id, traits={}, created_at=at, updated_at=at)
+            .returning(customers.c.customer_id)
+        ).scalar_one()
+        self._user_of[int(customer_id)] = user_id
+        return int(customer_id)
+
+    def _link(self, connection: Connection, kind: str, value: str, customer_id: int) -> None:
+        connection.execute(
+            insert(identities).values(kind=kind, value=value, customer_id=customer_id)
+        )
+        self._cache[(kind, value)] = customer_id
+        self._absent.discard((kind, value))
+
+    def _user_id(self, connection: Connection, customer_id: int) -> str | None:
+        if customer_id not in self._user_of:
+            self._user_of[customer_id] = connection.execute(
+                select(customers.c.user_id).where(customers.c.customer_id == customer_id)
+            ).scalar_one_or_none()
+        return self._user_of[customer_id]
+
+    def _set_user_id(self, connection: Connection, customer_id: int, user_id: str) -> None:
+        connection.execute(
+            update(customers).where(customers.c.customer_id == customer_id).values(user_id=user_id)
+        )
+        self._user_of[customer_id] = user_id
+
+    def _merge(
+        self, connection: Connection, *, source: int, target: int, merges: dict[int, int]
+    ) -> None:
+        """Fold profile `source` into `target`: ids, missing traits and fields, first-seen time."""
+        rows = {
+            row.customer_id: row
+            for row in connection.execute(
+                select(customers).where(customers.c.customer_id.in_([source, target]))
+            )
+        }
+        kept, gone = rows[target], rows[source]
+        traits: dict[str, Any] = {**(gone.traits or {}), **(kept.traits or {})}
+        values: dict[str, Any] = {
+            "traits": traits,
+            "created_at": min(kept.created_at, gone.created_at),
+        }
+        for column in ("email", "phone", "telegram_chat_id", "timezone", "locale"):
+            if getattr(kept, column) is None and getattr(gone, column) is not None:
+                values[column] = getattr(gone, column)
+        connection.execute(
+            update(identities).where(identities.c.customer_id == source).values(customer_id=target)
+        )
+        connection.execute(delete(customers).where(customers.c.customer_id == source))
+        connection.execute(
+            update(customers).where(customers.c.customer_id == target).values(**values)
+        )
+        merges[source] = target
+        # Cached ids of the merged profile now point elsewhere; merges are rare: start over.
+        self.forget()
+        for kind, value in connection.execute(
+            select(identities.c.kind, identities.c.value).where(identities.c.customer_id == target)
+        ).all():
+            self._cache[(kind, value)] = target
+
+
+def _keys(record: EventRecord) -> list[tuple[str, str]]:
+    keys = []
+    if record.user_id:
+        keys.append((USER, record.user_id))
+    if record.anonymous_id:
+        keys.append((ANONYMOUS, record.anonymous_id))
+    if record.previous_id:
+        keys += [(USER, record.previous_id), (ANONYMOUS, record.previous_id)]
+    return keys
+
+
+def _follow(merges: Mapping[int, int], customer_id: int) -> int:
+    while customer_id in merges:
+        customer_id = merges[customer_id]
+    return customer_id

@@ -1,0 +1,296 @@
+"""Ingestion: validated messages in, customers resolved, events stored once, traits applied.
+
+`store_records` is the one function through which events enter a workspace (API, import,
+generators). `Ingestor` puts a group commit in front of it for the HTTP API: concurrent
+requests are coalesced into large writes, which the event store takes far faster than many
+small ones, and each request is answered once its events are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from orbita.model.customers import PROFILE_TRAITS
+from orbita.model.events import EventRecord
+from orbita.services.identity import IdentityResolver
+from orbita.services.workspace import Workspace
+from orbita.store.events.base import event_table, message_keys
+from orbita.store.state import customers
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    received: int
+    stored: int
+    duplicates: int
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        return IngestResult(
+            received=self.received + other.received,
+            stored=self.stored + other.stored,
+            duplicates=self.duplicates + other.duplicates,
+        )
+
+
+def store_records(
+    *,
+    workspace: Workspace,
+    records: Sequence[EventRecord],
+    resolver: IdentityResolver | None = None,
+) -> IngestResult:
+    """Resolve customers, store the events not stored before, apply identify traits.
+
+    Idempotent on messageId: a retried delivery stores nothing and changes no profile.
+    Profiles are written before events, so a crash in between leaves at worst a profile
+    without the events, which the client's retry then stores.
+    """
+    keys = message_keys(records)
+    stored = _store(workspace=workspace, records=records, keys=keys, resolver=resolver)
+    return _result(keys, stored)
+
+
+def _result(keys: Sequence[str], stored: set[str]) -> IngestResult:
+    new = sum(_first_stored(keys, stored))
+    return IngestResult(received=len(keys), stored=new, duplicates=len(keys) - new)
+
+
+def _first_stored(keys: Sequence[str], stored: set[str]) -> list[bool]:
+    """Per message, whether it was stored now (a message twice in one write counts once)."""
+    seen: set[str] = set()
+    flags = []
+    for key in keys:
+        flags.append(key in stored and key not in seen)
+        seen.add(key)
+    return flags
+
+
+def _store(
+    *,
+    workspace: Workspace,
+    records: Sequence[EventRecord],
+    keys: Sequence[str],
+    resolver: IdentityResolver | None,
+) -> set[str]:
+    if not records:
+        return set()
+    resolver = resolver or IdentityResolver()
+    try:
+        with workspace.state.begin() as connection:
+            customer_ids, merges = resolver.resolve(connection, records)
+    except BaseException:
+        resolver.forget()  # the cache may name customers the rollback removed
+        raise
+    for target in set(merges.values()):
+        sources = [source for source, to in merges.items() if to == target]
+        workspace.events.reassign(from_customer_ids=sources, to_customer_id=target)
+    stored = workspace.events.append(event_table(records, customer_ids, keys=keys))
+    profile_updates = [
+        (record, customer_id)
+        for record, customer_id, key in zip(records, customer_ids, keys, strict=True)
+        if record.type == "identify" and key in stored
+    ]
+    if profile_updates:
+        with workspace.state.begin() as connection:
+            _apply_traits(connection, profile_updates)
+    return stored
+
+
+def _apply_traits(connection: Connection, updates: Iterable[tuple[EventRecord, int]]) -> None:
+    """Merge identify traits into profiles, in arrival order (the last write wins)."""
+    by_customer: dict[int, list[EventRecord]] = defaultdict(list)
+    for record, customer_id in updates:
+        by_customer[customer_id].append(record)
+    current = {
+        row.customer_id: row
+        for row in connection.execute(
+            select(customers).where(customers.c.customer_id.in_(list(by_customer)))
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    for customer_id, records in by_customer.items():
+        row = current.get(customer_id)
+        if row is None:
+            continue  # erased meanwhile
+        values: dict[str, Any] = {
+            "email": row.email,
+            "phone": row.phone,
+            "telegram_chat_id": row.telegram_chat_id,
+            "timezone": row.timezone,
+            "locale": row.locale,
+            "created_at": row.created_at,
+        }
+        traits = dict(row.traits or {})
+        updated_at: datetime = row.updated_at
+        for record in records:
+            traits.update(record.properties)
+            values.update(_profile_fields(record))
+            updated_at = max(updated_at, record.timestamp)
+        rows.append({"cid": customer_id, **values, "traits": traits, "updated_at": updated_at})
+    if rows:
+        statement = (
+            update(customers)
+            .where(customers.c.customer_id == bindparam("cid"))
+            .values({name: bindparam(name) for name in rows[0] if name != "cid"})
+        )
+        connection.execute(statement, rows)
+
+
+def _profile_fields(record: EventRecord) -> dict[str, Any]:
+    """Profile fields an identify sets: reserved traits, else the SDK's context."""
+    fields: dict[str, Any] = {}
+    for trait, column in PROFILE_TRAITS.items():
+        value = record.properties.get(trait)
+        if value is not None and value != "":
+            fields[column] = str(value)
+    for column in ("timezone", "locale"):
+        if column not in fields and isinstance(record.context.get(column), str):
+            fields[column] = record.context[column]
+    if "timezone" in fields and not _is_time_zone(fields["timezone"]):
+        del fields["timezone"]  # kept as a trait, but never used to schedule a send
+    created = record.properties.get("createdAt") or record.properties.get("created_at")
+    if isinstance(created, str):
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(created)
+            if parsed.tzinfo is not None:
+                fields["created_at"] = parsed
+    return fields
+
+
+def _is_time_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class _Job:
+    records: Sequence[EventRecord]
+    done: Future[IngestResult]
+
+
+@dataclass(slots=True)
+class _Exclusive:
+    work: Callable[[], object]
+    done: Future[object]
+
+
+class Ingestor:
+    """Group commit in front of `store_records`: one writer thread, many waiting requests."""
+
+    def __init__(self, *, workspace: Workspace, max_batch_events: int = 20_000) -> None:
+        self._workspace = workspace
+        self._max = max_batch_events
+        self._queue: queue.SimpleQueue[_Job | _Exclusive | None] = queue.SimpleQueue()
+        self._resolver = IdentityResolver()
+        self._thread = threading.Thread(target=self._run, name="orbita-ingest", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def close(self) -> None:
+        if self._started:
+            self._queue.put(None)
+            self._thread.join()
+            self._started = False
+
+    def exclusive(self, work: Callable[[], T]) -> T:
+        """Run `work` in the writer thread, between writes; cached ids are dropped after it.
+
+        Erasures go through here so that no write in flight resurrects what they removed.
+        """
+        if not self._started:
+            raise RuntimeError("the ingestor is not started")
+        task = _Exclusive(work=work, done=Future())
+        self._queue.put(task)
+        return cast(T, task.done.result())
+
+    def ingest(self, records: Sequence[EventRecord]) -> IngestResult:
+        """Store the records; returns once they are durable."""
+        return self._submit(records).result()
+
+    async def ingest_async(self, records: Sequence[EventRecord]) -> IngestResult:
+        return await asyncio.wrap_future(self._submit(records))
+
+    def _submit(self, records: Sequence[EventRecord]) -> Future[IngestResult]:
+        if not self._started:
+            raise RuntimeError("the ingestor is not started")
+        job = _Job(records=records, done=Future())
+        self._queue.put(job)
+        return job.done
+
+    def _run(self) -> None:
+        stopping = False
+        pending: _Job | _Exclusive | None = None
+        while not stopping:
+            first = pending or self._queue.get()
+            pending = None
+            if first is None:
+                return
+            if isinstance(first, _Exclusive):
+                self._run_exclusive(first)
+                continue
+            jobs, size = [first], len(first.records)
+            while size < self._max:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                if isinstance(job, _Exclusive):
+                    pending = job  # after this write, in arrival order
+                    break
+                jobs.append(job)
+                size += len(job.records)
+            self._commit(jobs)
+
+    def _run_exclusive(self, task: _Exclusive) -> None:
+        try:
+            task.done.set_result(task.work())
+        except BaseException as error:
+            task.done.set_exception(error)
+        finally:
+            self._resolver.forget()
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        records = [record for job in jobs for record in job.records]
+        keys = message_keys(records)
+        try:
+            stored = _store(
+                workspace=self._workspace, records=records, keys=keys, resolver=self._resolver
+            )
+        except BaseException as error:
+            for job in jobs:
+                job.done.set_exception(error)
+            return
+        new = _first_stored(keys, stored)
+        start = 0
+        for job in jobs:
+            end = start + len(job.records)
+            stored_now = sum(new[start:end])
+            job.done.set_result(
+                IngestResult(
+                    received=end - start, stored=stored_now, duplicates=end - start - stored_now
+                )
+            )
+            start = end
