@@ -77,7 +77,9 @@ class _Message(BaseModel):
             raise ValueError("userId: userId or anonymousId is required")
         return self
 
-    def event_time(self, *, received_at: datetime, batch_sent_at: datetime | None = None) -> datetime:
+    def event_time(
+        self, *, received_at: datetime, batch_sent_at: datetime | None = None
+    ) -> datetime:
         """When it happened, corrected for the sender's clock skew as Segment documents it.
 
         timestamp = receivedAt - (sentAt - originalTimestamp): the device clock's error cancels
@@ -166,8 +168,6 @@ class Batch(BaseModel):
     @classmethod
     def _zone(cls, value: datetime | None) -> datetime | None:
         return _aware(value)
-
-
 
 
 _KIND_OF_ERROR = {
@@ -260,7 +260,11 @@ def parse_message(
         )
     if max_bytes is not None and len(orjson.dumps(raw)) > max_bytes:
         raise TooLargeError(
-            [FieldProblem(field="", message=f"message is over {max_bytes // 1024} KB", index=index)],
+            [
+                FieldProblem(
+                    field="", message=f"message is over {max_bytes // 1024} KB", index=index
+                )
+            ],
             summary="too large",
         )
     if kind is not None:
