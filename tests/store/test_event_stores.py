@@ -1,0 +1,124 @@
+"""Both event stores behave the same: dedup, pages, reassign, erase, Ibis access."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from orbita.core.settings import normalise_postgres_url
+from orbita.model.events import EventRecord
+from orbita.store.events import EventStore, event_table
+from orbita.store.events.duckdb_store import DuckDBEventStore
+from orbita.store.events.postgres_store import PostgresEventStore
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    opened: EventStore
+    if request.param == "duckdb":
+        opened = DuckDBEventStore(tmp_path / "events.duckdb")
+    else:
+        opened = PostgresEventStore(normalise_postgres_url(request.getfixturevalue("postgres_url")))
+    yield opened
+    opened.close()
+
+
+def records(n: int, *, prefix: str = "m", name: str = "Product Viewed") -> list[EventRecord]:
+    return [
+        EventRecord(
+            message_id=f"{prefix}{i}",
+            type="track",
+            name=name,
+            user_id="u1",
+            anonymous_id=None,
+            properties={"i": i, "price": 9.5},
+            context={"channel": "web"},
+            timestamp=T0 + timedelta(minutes=i),
+            received_at=T0 + timedelta(minutes=i, seconds=1),
+        )
+        for i in range(n)
+    ]
+
+
+def test_append_stores_each_message_id_once(store: EventStore) -> None:
+    batch = event_table(records(5), [1] * 5)
+    assert len(store.append(batch)) == 5
+    assert store.append(batch) == set()
+    doubled = event_table(records(3, prefix="d") * 2, [1] * 6)
+    assert len(store.append(doubled)) == 3
+    assert store.count() == 8
+    assert store.counts_by_name() == {"Product Viewed": 8}
+
+
+def test_pages_go_newest_first_without_gaps_or_repeats(store: EventStore) -> None:
+    store.append(event_table(records(25), [7] * 25))
+    seen: list[str] = []
+    after = None
+    while True:
+        page = store.page(customer_id=7, limit=10, after=after)
+        if not page:
+            break
+        seen += [event.message_id for event, _ in page]
+        after = page[-1][1]
+    assert seen == [f"m{i}" for i in reversed(range(25))]
+    first = store.page(customer_id=7, limit=1)[0][0]
+    assert first.properties == {"i": 24, "price": 9.5}
+    assert first.context == {"channel": "web"}
+    assert first.timestamp == T0 + timedelta(minutes=24)
+    assert first.timestamp.tzinfo is not None
+
+
+def test_reassign_and_delete(store: EventStore) -> None:
+    store.append(event_table(records(4), [1, 1, 2, 3]))
+    assert store.reassign(from_customer_ids=[1, 2], to_customer_id=3) == 3
+    assert store.count(customer_id=3) == 4
+    assert store.delete_customers(customer_ids=[3]) == 4
+    assert store.count() == 0
+
+
+def test_existing_keys(store: EventStore) -> None:
+    table = event_table(records(2), [1, 1])
+    store.append(table)
+    keys = table.column("message_key").to_pylist()
+    other = "00000000-0000-0000-0000-000000000000"
+    assert store.existing_keys([*keys, other]) == set(keys)
+
+
+def test_ibis_reads_the_same_events(store: EventStore) -> None:
+    store.append(event_table(records(6), [1, 1, 1, 2, 2, 2]))
+    events = store.ibis().table("events")
+    counts = events.group_by("customer_id").agg(n=events.count()).order_by("customer_id")
+    assert counts.execute().to_dict("records") == [
+        {"customer_id": 1, "n": 3},
+        {"customer_id": 2, "n": 3},
+    ]
+
+
+def test_a_second_process_is_told_who_holds_the_duckdb_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    holder = DuckDBEventStore(path)
+    try:
+        script = (
+            "from pathlib import Path\n"
+            "from orbita.core.errors import StoreLockedError\n"
+            "from orbita.store.events.duckdb_store import DuckDBEventStore\n"
+            "try:\n"
+            f"    DuckDBEventStore(Path({str(path)!r}))\n"
+            "except StoreLockedError as error:\n"
+            "    print(error)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"in use by process {os.getpid()}" in out
+        assert str(path) in out
+    finally:
+        holder.close()
