@@ -1,0 +1,65 @@
+"""The FastAPI application: routers, error handlers, and the lifespan that opens the stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import orbita
+from orbita.api import customers, health, ingest
+from orbita.api.deps import ApiContext
+from orbita.api.errors import install_error_handlers
+from orbita.core.settings import Settings
+from orbita.services.ingest import Ingestor
+from orbita.services.workspace import Workspace, open_workspace
+
+
+def create_app(*, settings: Settings, workspace: Workspace | None = None) -> FastAPI:
+    """The API of one workspace.
+
+    Without `workspace` the lifespan opens (and at shutdown closes) the one `settings` name;
+    a given workspace stays the caller's to close. The ingestor is always the app's own.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened: Workspace = (
+            workspace if workspace is not None else await run_in_threadpool(_open, settings)
+        )
+        try:
+            ingestor = Ingestor(workspace=opened, max_batch_events=settings.ingest_max_batch_events)
+            ingestor.start()
+            try:
+                app.state.orbita = ApiContext(
+                    settings=settings,
+                    workspace=opened,
+                    ingestor=ingestor,
+                )
+                yield
+            finally:
+                app.state.orbita = None
+                # Waits for the writer to drain: requests already answered 200 are durable.
+                await run_in_threadpool(ingestor.close)
+        finally:
+            if workspace is None:
+                opened.close()
+
+    app = FastAPI(
+        title="Orbita",
+        version=orbita.__version__,
+        summary="Customer-engagement engine: Segment-compatible ingestion and customers.",
+        lifespan=lifespan,
+    )
+    app.state.orbita = None
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    app.include_router(customers.router)
+    return app
+
+
+def _open(settings: Settings) -> Workspace:
+    return open_workspace(settings=settings)
