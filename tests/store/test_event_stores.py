@@ -84,12 +84,9 @@ def test_reassign_and_delete(store: EventStore) -> None:
     assert store.count() == 0
 
 
-def test_existing_keys(store: EventStore) -> None:
-    table = event_table(records(2), [1, 1])
-    store.append(table)
-    keys = table.column("message_key").to_pylist()
-    other = "00000000-0000-0000-0000-000000000000"
-    assert store.existing_keys([*keys, other]) == set(keys)
+def test_existing_message_ids(store: EventStore) -> None:
+    store.append(event_table(records(2), [1, 1]))
+    assert store.existing_message_ids(["m0", "m1", "m2"]) == {"m0", "m1"}
 
 
 def test_ibis_reads_the_same_events(store: EventStore) -> None:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
-
-
-def message_key(message_id: str) -> uuid.UUID:
-    """A fixed-width key for a Segment messageId: deduplication indexes stay small and fast."""
-    return uuid.UUID(bytes=hashlib.blake2b(message_id.encode(), digest_size=16).digest())
 
 
 def new_message_id() -> str:

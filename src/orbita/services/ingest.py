@@ -26,7 +26,7 @@ from orbita.model.customers import PROFILE_TRAITS
 from orbita.model.events import EventRecord
 from orbita.services.identity import IdentityResolver
 from orbita.services.workspace import Workspace
-from orbita.store.events.base import event_table, message_keys
+from orbita.store.events.base import event_table
 from orbita.store.state import customers
 
 T = TypeVar("T")
@@ -58,7 +58,7 @@ def store_records(
     Profiles are written before events, so a crash in between leaves at worst a profile
     without the events, which the client's retry then stores.
     """
-    keys = message_keys(records)
+    keys = [record.message_id for record in records]
     stored = _store(workspace=workspace, records=records, keys=keys, resolver=resolver)
     return _result(keys, stored)
 
@@ -97,7 +97,7 @@ def _store(
     for target in set(merges.values()):
         sources = [source for source, to in merges.items() if to == target]
         workspace.events.reassign(from_customer_ids=sources, to_customer_id=target)
-    stored = workspace.events.append(event_table(records, customer_ids, keys=keys))
+    stored = workspace.events.append(event_table(records, customer_ids))
     profile_updates = [
         (record, customer_id)
         for record, customer_id, key in zip(records, customer_ids, keys, strict=True)
@@ -274,7 +274,7 @@ class Ingestor:
 
     def _commit(self, jobs: list[_Job]) -> None:
         records = [record for job in jobs for record in job.records]
-        keys = message_keys(records)
+        keys = [record.message_id for record in records]
         try:
             stored = _store(
                 workspace=self._workspace, records=records, keys=keys, resolver=self._resolver

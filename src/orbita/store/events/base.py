@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,13 +12,11 @@ import orjson
 import pyarrow as pa
 
 from orbita.core.errors import UserError
-from orbita.core.ids import message_key
 from orbita.model.events import EventRecord, StoredEvent
 
 # Append order is time order: DuckDB's zone maps then make recent-window segments fast.
 EVENT_SCHEMA = pa.schema(
     [
-        ("message_key", pa.string()),  # UUID text; the deduplication key (see core.ids)
         ("message_id", pa.string()),
         ("customer_id", pa.int64()),
         ("user_id", pa.string()),
@@ -35,16 +32,14 @@ EVENT_SCHEMA = pa.schema(
 COLUMNS = tuple(EVENT_SCHEMA.names)
 
 
-def event_table(
-    records: Sequence[EventRecord],
-    customer_ids: Sequence[int],
-    *,
-    keys: Sequence[str] | None = None,
-) -> pa.Table:
-    """Records and their resolved customers as an Arrow table in EVENT_SCHEMA."""
+def event_table(records: Sequence[EventRecord], customer_ids: Sequence[int]) -> pa.Table:
+    """Records and their resolved customers as an Arrow table in EVENT_SCHEMA.
+
+    Each store derives its deduplication key from message_id itself (an MD5 of it, in SQL),
+    which keeps hashing off the Python hot path.
+    """
     return pa.table(
         {
-            "message_key": keys if keys is not None else message_keys(records),
             "message_id": [r.message_id for r in records],
             "customer_id": customer_ids,
             "user_id": [r.user_id for r in records],
@@ -60,10 +55,6 @@ def event_table(
     )
 
 
-def message_keys(records: Sequence[EventRecord]) -> list[str]:
-    return [str(message_key(r.message_id)) for r in records]
-
-
 def _json(value: Mapping[str, Any]) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode() if value else "{}"
 
@@ -73,19 +64,22 @@ class EventCursor:
     """Where a newest-first page of a customer's events stopped: opaque to API clients."""
 
     timestamp: datetime
-    message_key: str
+    message_id: str
 
     def encode(self) -> str:
-        raw = f"{self.timestamp.isoformat()}|{self.message_key}".encode()
+        raw = orjson.dumps([self.timestamp.isoformat(), self.message_id])
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, token: str) -> EventCursor:
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            stamp, key = raw.split("|", 1)
-            return cls(timestamp=datetime.fromisoformat(stamp), message_key=str(uuid.UUID(key)))
-        except (ValueError, UnicodeDecodeError):
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            stamp, message_id = orjson.loads(raw)
+            timestamp = datetime.fromisoformat(stamp)
+            if timestamp.tzinfo is None or not isinstance(message_id, str):
+                raise ValueError(token)
+            return cls(timestamp=timestamp, message_id=message_id)
+        except (ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError):
             raise UserError("cursor: not a cursor this API returned") from None
 
 
@@ -127,11 +121,11 @@ class EventStore(Protocol):
     backend: str
 
     def append(self, events: pa.Table) -> set[str]:
-        """Store events (EVENT_SCHEMA) not stored before; return the message keys stored now."""
+        """Store events (EVENT_SCHEMA) not stored before; return the message ids stored now."""
         ...
 
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
-        """Which of these message keys are stored already."""
+    def existing_message_ids(self, message_ids: Iterable[str]) -> set[str]:
+        """Which of these message ids are stored already."""
         ...
 
     def count(self, *, customer_id: int | None = None) -> int: ...
@@ -157,3 +151,7 @@ class EventStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def with_cursor(event: StoredEvent) -> tuple[StoredEvent, EventCursor]:
+    return event, EventCursor(timestamp=event.timestamp, message_id=event.message_id)

@@ -13,11 +13,17 @@ import pyarrow as pa
 
 from orbita.core.errors import StoreLockedError
 from orbita.model.events import StoredEvent
-from orbita.store.events.base import COLUMNS, SELECT_COLUMNS, EventCursor, stored_event
+from orbita.store.events.base import (
+    COLUMNS,
+    SELECT_COLUMNS,
+    EventCursor,
+    stored_event,
+    with_cursor,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    message_key UUID PRIMARY KEY,
+    message_key UHUGEINT PRIMARY KEY,  -- md5_number(message_id): the deduplication key
     message_id VARCHAR NOT NULL,
     customer_id BIGINT NOT NULL,
     user_id VARCHAR,
@@ -68,24 +74,24 @@ class DuckDBEventStore:
         try:
             with self._write_lock:
                 rows = cur.execute(
-                    f"INSERT OR IGNORE INTO events ({', '.join(COLUMNS)}) "
-                    "SELECT message_key::UUID, message_id, customer_id, user_id, anonymous_id, "
-                    "type, name, properties::JSON, context::JSON, timestamp, received_at "
-                    "FROM incoming RETURNING message_key"
+                    f"INSERT OR IGNORE INTO events (message_key, {', '.join(COLUMNS)}) "
+                    f"SELECT md5_number(message_id), {', '.join(COLUMNS)} "
+                    "FROM incoming RETURNING message_id"
                 ).fetchall()
         finally:
             cur.unregister("incoming")
         return {str(row[0]) for row in rows}
 
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
-        wanted = list(keys)
+    def existing_message_ids(self, message_ids: Iterable[str]) -> set[str]:
+        wanted = list(message_ids)
         if not wanted:
             return set()
         rows = (
             self._cursor()
             .execute(
-                "SELECT message_key FROM events WHERE message_key IN (SELECT unnest($keys)::UUID)",
-                {"keys": wanted},
+                "SELECT message_id FROM events WHERE message_key IN "
+                "(SELECT md5_number(unnest($ids)))",
+                {"ids": wanted},
             )
             .fetchall()
         )
@@ -108,21 +114,18 @@ class DuckDBEventStore:
         params: list[Any] = [customer_id]
         where = "customer_id = ?"
         if after is not None:
-            where += " AND (timestamp, message_key) < (?::TIMESTAMPTZ, ?::UUID)"
-            params += [after.timestamp, after.message_key]
+            where += " AND (timestamp, message_id) < (?::TIMESTAMPTZ, ?)"
+            params += [after.timestamp, after.message_id]
         rows = (
             self._cursor()
             .execute(
-                f"SELECT {SELECT_COLUMNS}, message_key FROM events WHERE {where} "
-                "ORDER BY timestamp DESC, message_key DESC LIMIT ?",
+                f"SELECT {SELECT_COLUMNS} FROM events WHERE {where} "
+                "ORDER BY timestamp DESC, message_id DESC LIMIT ?",
                 [*params, limit],
             )
             .fetchall()
         )
-        return [
-            (stored_event(row[:-1]), EventCursor(timestamp=row[8], message_key=str(row[-1])))
-            for row in rows
-        ]
+        return [with_cursor(stored_event(row)) for row in rows]
 
     def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
         if not from_customer_ids:

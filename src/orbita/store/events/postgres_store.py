@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,11 +12,17 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine.url import make_url
 
 from orbita.model.events import StoredEvent
-from orbita.store.events.base import COLUMNS, SELECT_COLUMNS, EventCursor, stored_event
+from orbita.store.events.base import (
+    COLUMNS,
+    SELECT_COLUMNS,
+    EventCursor,
+    stored_event,
+    with_cursor,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    message_key uuid PRIMARY KEY,
+    message_key uuid PRIMARY KEY,  -- md5(message_id)::uuid: the deduplication key
     message_id text NOT NULL,
     customer_id bigint NOT NULL,
     user_id text,
@@ -29,7 +34,8 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp timestamptz NOT NULL,
     received_at timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ix_events_customer_time ON events (customer_id, timestamp DESC);
+CREATE INDEX IF NOT EXISTS ix_events_customer_time
+    ON events (customer_id, timestamp DESC, message_id DESC);
 CREATE INDEX IF NOT EXISTS ix_events_name_time ON events (name, timestamp);
 CREATE INDEX IF NOT EXISTS ix_events_time_brin ON events USING brin (timestamp);
 """
@@ -69,22 +75,26 @@ class PostgresEventStore:
                 "CREATE TEMP TABLE IF NOT EXISTS incoming "
                 "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
+            cur.execute("ALTER TABLE incoming ALTER COLUMN message_key DROP NOT NULL")
             with cur.copy(f"COPY incoming ({columns}) FROM STDIN") as copy:
                 for row in zip(*(events.column(c).to_pylist() for c in COLUMNS), strict=True):
                     copy.write_row(row)
             cur.execute(
-                f"INSERT INTO events ({columns}) SELECT DISTINCT ON (message_key) {columns} "
-                "FROM incoming ON CONFLICT (message_key) DO NOTHING RETURNING message_key"
+                f"INSERT INTO events (message_key, {columns}) "
+                f"SELECT DISTINCT ON (md5(message_id)) md5(message_id)::uuid, {columns} "
+                "FROM incoming ON CONFLICT (message_key) DO NOTHING RETURNING message_id"
             )
             return {str(row[0]) for row in cur.fetchall()}
 
-    def existing_keys(self, keys: Iterable[str]) -> set[str]:
-        wanted = [uuid.UUID(k) for k in keys]
+    def existing_message_ids(self, message_ids: Iterable[str]) -> set[str]:
+        wanted = list(message_ids)
         if not wanted:
             return set()
         with self._connection() as conn:
             rows = conn.execute(
-                "SELECT message_key FROM events WHERE message_key = ANY(%s)", [wanted]
+                "SELECT message_id FROM events WHERE message_key IN "
+                "(SELECT md5(unnest(%s::text[]))::uuid)",
+                [wanted],
             ).fetchall()
         return {str(row[0]) for row in rows}
 
@@ -104,18 +114,15 @@ class PostgresEventStore:
         params: list[Any] = [customer_id]
         where = "customer_id = %s"
         if after is not None:
-            where += " AND (timestamp, message_key) < (%s, %s)"
-            params += [after.timestamp, uuid.UUID(after.message_key)]
+            where += " AND (timestamp, message_id) < (%s, %s)"
+            params += [after.timestamp, after.message_id]
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {SELECT_COLUMNS}, message_key FROM events WHERE {where} "
-                "ORDER BY timestamp DESC, message_key DESC LIMIT %s",
+                f"SELECT {SELECT_COLUMNS} FROM events WHERE {where} "
+                "ORDER BY timestamp DESC, message_id DESC LIMIT %s",
                 [*params, limit],
             ).fetchall()
-        return [
-            (stored_event(row[:-1]), EventCursor(timestamp=row[8], message_key=str(row[-1])))
-            for row in rows
-        ]
+        return [with_cursor(stored_event(row)) for row in rows]
 
     def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
         if not from_customer_ids:
