@@ -1,0 +1,298 @@
+"""Bulk import: every format, the same validation as the API, all or nothing, idempotent."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from orbita.core.errors import InvalidInputError, UserError
+from orbita.services import importer
+from orbita.services.customers import get_customer
+from orbita.services.importer import import_customers, import_events
+from orbita.services.summary import summarise
+from orbita.services.workspace import Workspace
+
+CUSTOMERS = [
+    {
+        "userId": "u1",
+        "email": "ann@example.com",
+        "phone": "+380501112233",
+        "timezone": "Europe/Kyiv",
+        "locale": "uk-UA",
+        "plan": "gold",
+        "createdAt": "2024-01-02T03:04:05+00:00",
+    },
+    {"userId": "u2", "email": "bob@example.com", "plan": "silver"},
+    {"userId": "u3", "telegram_chat_id": "12345"},
+]
+EVENTS = [
+    {
+        "messageId": "e1",
+        "event": "Order Completed",
+        "userId": "u1",
+        "timestamp": "2025-01-15T10:00:00Z",
+        "properties": {"revenue": 120.5, "order_id": "o1"},
+    },
+    {
+        "messageId": "e2",
+        "event": "Order Completed",
+        "userId": "u2",
+        "timestamp": "2025-02-03T10:00:00Z",
+        "properties": {"revenue": 30},
+    },
+    {
+        "messageId": "e3",
+        "event": "Product Viewed",
+        "anonymousId": "anon-9",
+        "timestamp": "2025-02-04T10:00:00Z",
+        "properties": {"category": "shoes"},
+        "context": {"ip": "127.0.0.1"},
+    },
+]
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Rows as the file the extension names; objects become JSON text in CSV and Parquet."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return path
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    flat = [
+        {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()} for row in rows
+    ]
+    if path.suffix == ".csv":
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(flat)
+        return path
+    table = pa.table({c: [row.get(c) for row in flat] for c in columns})
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_customers_import_in_every_format(
+    embedded_workspace: Workspace, tmp_path: Path, suffix: str
+) -> None:
+    path = write(tmp_path / f"customers{suffix}", CUSTOMERS)
+
+    report = import_customers(workspace=embedded_workspace, path=path)
+
+    assert (report.rows, report.stored, report.duplicates) == (3, 3, 0)
+    assert report.format == suffix[1:]
+    ann = get_customer(workspace=embedded_workspace, user_id="u1").profile
+    assert ann.email == "ann@example.com"
+    assert ann.phone == "+380501112233"
+    assert ann.timezone == "Europe/Kyiv"
+    assert ann.locale == "uk-UA"
+    assert ann.traits["plan"] == "gold"
+    assert ann.created_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert get_customer(workspace=embedded_workspace, user_id="u3").profile.telegram_chat_id == (
+        "12345"
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_events_import_in_every_format(
+    embedded_workspace: Workspace, tmp_path: Path, suffix: str
+) -> None:
+    path = write(tmp_path / f"events{suffix}", EVENTS)
+
+    report = import_events(workspace=embedded_workspace, path=path)
+
+    assert (report.rows, report.stored) == (3, 3)
+    view = get_customer(workspace=embedded_workspace, user_id="u1")
+    [event] = view.latest_events
+    assert event.name == "Order Completed"
+    assert event.properties == {"revenue": 120.5, "order_id": "o1"}
+    assert event.timestamp == datetime(2025, 1, 15, 10, tzinfo=UTC)
+    anonymous = get_customer(workspace=embedded_workspace, user_id="anon-9").latest_events[0]
+    assert anonymous.context == {"ip": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_reimport_stores_nothing_new(
+    embedded_workspace: Workspace, tmp_path: Path, suffix: str
+) -> None:
+    # No messageIds: the ids derived from each row keep a second import idempotent.
+    customers = write(tmp_path / f"customers{suffix}", CUSTOMERS)
+    events = write(
+        tmp_path / f"events{suffix}",
+        [{k: v for k, v in e.items() if k != "messageId"} for e in EVENTS],
+    )
+    first = import_customers(workspace=embedded_workspace, path=customers)
+    first_events = import_events(workspace=embedded_workspace, path=events)
+
+    again = import_customers(workspace=embedded_workspace, path=customers)
+    again_events = import_events(workspace=embedded_workspace, path=events)
+
+    assert (first.stored, first_events.stored) == (3, 3)
+    assert (again.stored, again.duplicates) == (0, 3)
+    assert (again_events.stored, again_events.duplicates) == (0, 3)
+    assert embedded_workspace.events.count() == 6
+
+
+def test_csv_errors_name_lines_and_store_nothing(
+    embedded_workspace: Workspace, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "messageId,event,userId,timestamp,properties\n"
+        "e1,Order Completed,u1,2025-01-01T00:00:00Z,{}\n"
+        'e2,,u2,2025-01-01T00:00:00Z,"{""a"": 1}"\n'
+        "e3,Viewed,,2025-01-01T00:00:00Z,{}\n"
+        "e4,Viewed,u4,yesterday,{}\n"
+        "e5,Viewed,u5,2025-01-01T00:00:00Z,{not json\n"
+        'e6,Viewed,u6,2025-01-01T00:00:00Z,"[1, 2]"\n'
+    )
+
+    with pytest.raises(InvalidInputError) as caught:
+        import_events(workspace=embedded_workspace, path=path)
+
+    problems = {(p.line, p.field) for p in caught.value.problems}
+    assert problems == {
+        (3, "event"),
+        (4, "userId"),
+        (5, "timestamp"),
+        (6, "properties"),
+        (7, "properties"),
+    }
+    assert "5 of 6 rows are invalid, nothing was imported" in str(caught.value)
+    assert "line 3, event:" in str(caught.value)
+    assert embedded_workspace.events.count() == 0
+
+
+def test_jsonl_errors_name_lines(embedded_workspace: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "customers.jsonl"
+    path.write_text(
+        '{"userId": "u1", "email": "a@example.com"}\n'
+        "\n"
+        "{broken\n"
+        "[1, 2]\n"
+        '{"type": "track", "userId": "u2", "traits": {}}\n'
+        '{"email": "nobody@example.com"}\n'
+    )
+
+    with pytest.raises(InvalidInputError) as caught:
+        import_customers(workspace=embedded_workspace, path=path)
+
+    assert [(p.line, p.field) for p in caught.value.problems] == [
+        (3, ""),
+        (4, ""),
+        (5, "type"),
+        (6, "userId"),
+    ]
+    assert embedded_workspace.events.count() == 0
+
+
+def test_parquet_errors_name_row_numbers(embedded_workspace: Workspace, tmp_path: Path) -> None:
+    rows = [dict(e) for e in EVENTS]
+    rows[1]["event"] = ""
+    path = write(tmp_path / "events.parquet", rows)
+
+    with pytest.raises(InvalidInputError) as caught:
+        import_events(workspace=embedded_workspace, path=path)
+
+    assert [(p.line, p.field) for p in caught.value.problems] == [(2, "event")]
+    assert "line 2, event" in str(caught.value)
+
+
+def test_typed_parquet_columns(embedded_workspace: Workspace, tmp_path: Path) -> None:
+    """Native timestamps, structs for properties and decimals are read as JSON values."""
+    from decimal import Decimal
+
+    table = pa.table(
+        {
+            "messageId": ["t1"],
+            "event": ["Order Completed"],
+            "userId": ["u1"],
+            "timestamp": pa.array(
+                [datetime(2025, 3, 1, 12, tzinfo=UTC)], pa.timestamp("us", "UTC")
+            ),
+            "properties": pa.array([{"revenue": 10.0, "sku": "A"}]),
+            "coupon": pa.array([Decimal("1.50")], pa.decimal128(5, 2)),
+        }
+    )
+    path = tmp_path / "typed.parquet"
+    pq.write_table(table, path)
+
+    import_events(workspace=embedded_workspace, path=path)
+
+    [event] = get_customer(workspace=embedded_workspace, user_id="u1").latest_events
+    assert event.timestamp == datetime(2025, 3, 1, 12, tzinfo=UTC)
+    # Other columns of a tabular events file are properties.
+    assert event.properties == {"revenue": 10.0, "sku": "A", "coupon": 1.5}
+
+
+def test_large_files_are_stored_in_chunks(
+    embedded_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small chunk and keep limits exercise the streaming store pass.
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(importer, "KEEP_ROWS", 10)
+    rows = [
+        {"event": "Page Viewed", "userId": f"u{i % 9}", "timestamp": f"2025-01-01T00:00:{i:02d}Z"}
+        for i in range(50)
+    ]
+    path = write(tmp_path / "events.csv", rows)
+    phases: list[tuple[str, int, int]] = []
+
+    report = import_events(
+        workspace=embedded_workspace, path=path, progress=lambda *a: phases.append(a)
+    )
+
+    assert (report.rows, report.stored) == (50, 50)
+    assert embedded_workspace.events.count() == 50
+    assert ("validating", 50, 50) in phases
+    assert phases[-1] == ("storing", 50, 50)
+
+
+def test_format_comes_from_the_extension_or_is_named(
+    embedded_workspace: Workspace, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "customers.csv", CUSTOMERS).rename(tmp_path / "customers.txt")
+    with pytest.raises(UserError, match="--format"):
+        import_customers(workspace=embedded_workspace, path=path)
+    with pytest.raises(UserError, match="unknown format"):
+        import_customers(workspace=embedded_workspace, path=path, fmt="xlsx")
+    assert import_customers(workspace=embedded_workspace, path=path, fmt="csv").stored == 3
+    with pytest.raises(UserError, match="no such file"):
+        import_customers(workspace=embedded_workspace, path=tmp_path / "missing.csv")
+
+
+def test_a_damaged_parquet_file_is_a_user_error(
+    embedded_workspace: Workspace, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        import_events(workspace=embedded_workspace, path=path)
+
+
+def test_summary_after_import(workspace: Workspace, tmp_path: Path) -> None:
+    """The summary's Ibis expressions run on both event stores."""
+    import_customers(workspace=workspace, path=write(tmp_path / "c.jsonl", CUSTOMERS))
+    import_events(workspace=workspace, path=write(tmp_path / "e.jsonl", EVENTS))
+
+    summary = summarise(workspace=workspace)
+
+    assert summary.customers == 4  # three profiles and one anonymous visitor
+    assert summary.events == 6
+    assert {(c.name, c.events) for c in summary.events_by_name} == {
+        ("identify", 3),
+        ("Order Completed", 2),
+        ("Product Viewed", 1),
+    }
+    assert [(m.month, m.orders, m.revenue) for m in summary.revenue_by_month] == [
+        (date(2025, 1, 1), 1, 120.5),
+        (date(2025, 2, 1), 1, 30.0),
+    ]
+    assert summary.revenue == 150.5
