@@ -141,12 +141,10 @@ def _validation_problems(errors: Iterable[Any]) -> Iterable[FieldProblem]:
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
-    # Method and path only: headers may carry keys, bodies personal data.
+    # Method and path only: headers may carry keys, bodies personal data. The traceback is
+    # logged once, by the server, when Starlette re-raises the error after this response.
     log.error(
-        "unexpected error on %s %s",
-        request.method,
-        request.url.path,
-        exc_info=(type(error), error, error.__traceback__),
+        "unexpected error on %s %s: %s", request.method, request.url.path, type(error).__name__
     )
     return json_response(500, error_body(code="internal", message="internal server error"))
 

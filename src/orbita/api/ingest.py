@@ -15,6 +15,7 @@ from orbita.api.auth import BasicCredentials, require_write_key
 from orbita.api.bodies import parse_json, read_body
 from orbita.api.deps import context_of
 from orbita.api.schemas import IngestAccepted, message_schema
+from orbita.core.errors import InvalidInputError
 from orbita.model.events import EventRecord
 from orbita.model.messages import Alias, Batch, Group, Identify, Page, Screen, Track, parse_batch
 from orbita.model.messages import parse_message as parse_one
@@ -38,12 +39,19 @@ async def _ingest(request: Request, credentials: BasicCredentials, kind: str | N
     if key is not None:
         # Checked before the body is read: an unauthorised sender costs no parsing.
         require_write_key(workspace=context.workspace, key=key)
-    raw = parse_json(await read_body(request, limit=settings.max_batch_bytes))
+    body = await read_body(request, limit=settings.max_batch_bytes)
     if key is None:
+        # The key can only be in the body: until it is found, nothing in it is explained.
+        try:
+            raw = parse_json(body)
+        except InvalidInputError:
+            raw = None
         body_key = raw.get("writeKey") if isinstance(raw, dict) else None
         require_write_key(
             workspace=context.workspace, key=body_key if isinstance(body_key, str) else None
         )
+    else:
+        raw = parse_json(body)
     records: list[EventRecord]
     if kind is None:
         records = parse_batch(

@@ -11,9 +11,12 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,8 +29,14 @@ from orbita.services.workspace import open_workspace
 log = logging.getLogger("orbita.api")
 
 
-def server_config(app: FastAPI, *, access_log: bool = False) -> uvicorn.Config:
-    """uvloop + httptools: measured faster than the defaults (DESIGN.md)."""
+def server_config(
+    app: FastAPI, *, access_log: bool = False, configure_logging: bool = True
+) -> uvicorn.Config:
+    """uvloop + httptools: measured faster than the defaults (DESIGN.md).
+
+    `configure_logging=False` leaves logging as the host process set it (tests, embedding).
+    """
+    extra: dict[str, Any] = {} if configure_logging else {"log_config": None}
     return uvicorn.Config(
         app,
         loop="uvloop",
@@ -38,6 +47,7 @@ def server_config(app: FastAPI, *, access_log: bool = False) -> uvicorn.Config:
         server_header=False,
         proxy_headers=False,
         log_level="info",
+        **extra,
     )
 
 
@@ -70,6 +80,21 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, *, on_started: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which would end the
+        # process before serve() cleans up (server.json, the stores): stop, then return.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
