@@ -128,6 +128,8 @@ def create_state_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Random-id indexes (customers, identities) thrash the default 2 MB page cache.
+            cursor.execute("PRAGMA cache_size=-262144")
             cursor.close()
 
         return engine
