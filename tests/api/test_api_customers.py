@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from conftest import LiveServer, running
+from live_api import LiveServer, running
 
 
 def seed(server: LiveServer, messages: list[dict[str, Any]]) -> None:

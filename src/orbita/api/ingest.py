@@ -28,6 +28,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid JSON or an invalid message; nothing was stored."},
     401: {"description": "Missing or wrong write key."},
     413: {"description": "Over 32 KB a message or 500 KB a request."},
+    415: {"description": "A Content-Encoding other than gzip."},
+    503: {"description": "Starting, stopping or briefly overloaded: retry (Segment clients do)."},
 }
 
 
