@@ -258,3 +258,15 @@ def test_app_opens_and_closes_its_own_workspace(tmp_path: Any) -> None:
     # Closed at shutdown: this process can open the DuckDB file again.
     with open_workspace(settings=settings) as workspace:
         assert workspace.events.count() == 1
+
+
+def test_user_ids_with_slashes_are_addressable(server: LiveServer) -> None:
+    seed(server, views("shop/ann", 3, start=datetime(2026, 1, 1, tzinfo=UTC)))
+    with server.admin() as http:
+        profile = http.get("/v1/customers/shop%2Fann")
+        events = http.get("/v1/customers/shop%2Fann/events", params={"limit": 2})
+        erased = http.delete("/v1/customers/shop%2Fann")
+    assert profile.status_code == 200, profile.text
+    assert profile.json()["profile"]["user_id"] == "shop/ann"
+    assert [e["message_id"] for e in events.json()["events"]] == ["shop/ann-2", "shop/ann-1"]
+    assert erased.json()["events"] == 3

@@ -24,20 +24,9 @@ LATEST_EVENTS = 50
 
 
 # Plain `def`: FastAPI runs these in its thread pool, so store queries never block the loop.
-@router.get("/{user_id}", response_model=Customer, responses=_ERRORS)
-def get_customer(request: Request, user_id: UserId) -> Customer:
-    """The profile, its traits, how many events it has and the 50 newest."""
-    view = service.get_customer(
-        workspace=context_of(request).workspace, user_id=user_id, latest=LATEST_EVENTS
-    )
-    return Customer(
-        profile=Profile.of(view.profile),
-        events_count=view.events_count,
-        latest_events=[Event.of(e) for e in view.latest_events],
-    )
-
-
-@router.get("/{user_id}/events", response_model=EventPage, responses=_ERRORS)
+# `:path` lets user ids hold "/" (sent as %2F); the /events route is declared first so that
+# it is matched before the profile route swallows the suffix.
+@router.get("/{user_id:path}/events", response_model=EventPage, responses=_ERRORS)
 def customer_events(
     request: Request,
     user_id: UserId,
@@ -53,7 +42,20 @@ def customer_events(
     return EventPage(events=[Event.of(e) for e in page.events], next_cursor=page.next_cursor)
 
 
-@router.delete("/{user_id}", response_model=Erasure, responses=_ERRORS)
+@router.get("/{user_id:path}", response_model=Customer, responses=_ERRORS)
+def get_customer(request: Request, user_id: UserId) -> Customer:
+    """The profile, its traits, how many events it has and the 50 newest."""
+    view = service.get_customer(
+        workspace=context_of(request).workspace, user_id=user_id, latest=LATEST_EVENTS
+    )
+    return Customer(
+        profile=Profile.of(view.profile),
+        events_count=view.events_count,
+        latest_events=[Event.of(e) for e in view.latest_events],
+    )
+
+
+@router.delete("/{user_id:path}", response_model=Erasure, responses=_ERRORS)
 def delete_customer(request: Request, user_id: UserId) -> Erasure:
     """Erase the customer (GDPR): profile, identities and events. Answers what was removed."""
     context = context_of(request)
