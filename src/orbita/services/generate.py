@@ -1,0 +1,557 @@
+"""`orbita generate`: write a generated store's customers, events and truth to files.
+
+The simulation yields chunks of customers with their events (columnar numpy records); this
+service formats them in bulk with Arrow and streams them to disk. Events must come out in
+global time order although each chunk spans the whole period, so they are written in two
+passes: each chunk's events go to a temporary Arrow file, one record batch per time window;
+then every window is read back from all chunk files, put in order and appended to the
+output. Memory stays at about one chunk plus one window, whatever the number of customers.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from orbita.core.errors import UserError
+from orbita.simulation.records import (
+    DAY_MS,
+    Column,
+    CustomerBatch,
+    EventBatch,
+    Kind,
+    ObjectList,
+    Property,
+)
+from orbita.simulation.stores import CHUNK, STORES, Store, make_store, sum_counters
+
+FORMATS = ("parquet", "jsonl", "csv")
+# The generated history ends here unless `start` says otherwise: output is reproducible.
+DEFAULT_END = datetime(2026, 11, 1, tzinfo=UTC)
+# Parquet row groups of about this many rows: large enough for fast scans.
+ROW_GROUP_ROWS = 500_000
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_ISO = "%Y-%m-%dT%H:%M:%S.000Z"  # Arrow prints the milliseconds of ms timestamps itself
+_EVENT_SCHEMA = pa.schema(
+    [
+        ("messageId", pa.string()),
+        ("type", pa.string()),
+        ("event", pa.string()),
+        ("userId", pa.string()),
+        ("anonymousId", pa.string()),
+        ("timestamp", _TIMESTAMP),
+        ("properties", pa.string()),
+        ("context", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class GenerateReport:
+    store: str  # "clothing-store" | "bank"
+    customers: int
+    events: int
+    customers_path: Path
+    events_path: Path
+    truth_path: Path  # the known true effects (JSON)
+    revenue: float
+
+
+def generate_store(
+    *,
+    store: str,
+    customers: int,
+    days: int,
+    seed: int,
+    out: Path,
+    start: datetime | None = None,
+    fmt: str = "parquet",
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateReport:
+    """Generate `customers` customers of `store` over `days` days and write them to `out`.
+
+    Writes customers.<fmt>, events.<fmt> (in time order) and truth.json. The same arguments
+    give byte-identical files. `start` defaults to `days` days before 2026-11-01T00:00Z.
+    """
+    if store not in STORES:
+        raise UserError(f"unknown store {store!r}: use one of {', '.join(STORES)}")
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if customers < 1:
+        raise UserError("customers must be at least 1")
+    if days < 1:
+        raise UserError("days must be at least 1")
+    if seed < 0:
+        raise UserError("seed must not be negative")
+    if start is None:
+        start = DEFAULT_END - timedelta(days=days)
+    if start.tzinfo is None or start.utcoffset() is None:
+        raise UserError("start must be time zone-aware (for example 2025-11-01T00:00:00Z)")
+    start = start.astimezone(UTC)
+
+    generator = make_store(store=store, seed=seed, customers=customers, start=start, days=days)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "customers": out / f"customers.{fmt}",
+        "events": out / f"events.{fmt}",
+        "truth": out / "truth.json",
+    }
+    message_prefix = f"gen-{store}-{seed}-"
+    notify = progress or (lambda _done, _total: None)
+    window_days = max(1, -(-days // 512))  # at most 512 windows (batches per chunk file)
+    windows = -(-days // window_days)
+    counters: list[Mapping[str, float]] = []
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".generate-") as tmp:
+        scratch = Path(tmp)
+        chunk_files: list[Path] = []
+        with _writer(fmt, paths["customers"].with_suffix(".partial"), "customers") as people:
+            notify(0, customers)
+            for index in range(generator.chunks):
+                chunk = generator.chunk(index)
+                people.write(_customers_table(chunk.customers, message_prefix, fmt))
+                events = _events_table(chunk.events, message_prefix)
+                path = scratch / f"chunk-{index:06d}.arrow"
+                _write_windows(
+                    path,
+                    events,
+                    chunk.events.timestamp,
+                    start_ms=generator.calendar.start_ms,
+                    window_ms=window_days * DAY_MS,
+                    windows=windows,
+                )
+                chunk_files.append(path)
+                counters.append(chunk.counters)
+                notify(min((index + 1) * CHUNK, customers), customers)
+                del chunk, events
+        total_events = 0
+        with _writer(fmt, paths["events"].with_suffix(".partial"), "events") as writer:
+            for table in _merged_windows(chunk_files, windows):
+                total_events += table.num_rows
+                writer.write(table)
+    paths["customers"].with_suffix(".partial").replace(paths["customers"])
+    paths["events"].with_suffix(".partial").replace(paths["events"])
+
+    realised = sum_counters(counters)
+    realised["events"] = float(total_events)
+    truth = _truth(generator, seed=seed, realised=realised)
+    paths["truth"].write_text(json.dumps(truth, indent=2, ensure_ascii=False) + "\n")
+    return GenerateReport(
+        store=store,
+        customers=customers,
+        events=total_events,
+        customers_path=paths["customers"],
+        events_path=paths["events"],
+        truth_path=paths["truth"],
+        revenue=round(realised.get("revenue", 0.0), 2),
+    )
+
+
+def _truth(generator: Store, *, seed: int, realised: Mapping[str, float]) -> dict[str, Any]:
+    calendar = generator.calendar
+    generated = {
+        "seed": seed,
+        "customers": generator.customers,
+        "days": calendar.days,
+        "start": _iso(calendar.start_ms),
+        "end": _iso(calendar.end_ms),
+        "operational_days": round(calendar.operational_days, 6),
+    }
+    counts = {k: (int(v) if float(v).is_integer() else round(v, 2)) for k, v in realised.items()}
+    return {**generator.truth(), "generated": generated, "realised": counts}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- columns to Arrow ---------------------------------------------------------------------
+
+
+def _mask(column: Column | ObjectList) -> np.ndarray[Any, np.dtype[np.bool_]] | None:
+    """Arrow's null mask (True = missing) for numpy-built arrays."""
+    return None if column.valid is None else ~column.valid
+
+
+def _vocabulary_json(vocabulary: Sequence[str]) -> pa.Array:
+    return pa.array([orjson.dumps(v).decode() for v in vocabulary], pa.string())
+
+
+def _quoted(values: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise('"', values, '"', "")
+
+
+def _id_strings(column: Column) -> pa.Array:
+    digits = pa.array(column.values, pa.int64(), mask=_mask(column)).cast(pa.string())
+    if column.width:
+        digits = pc.utf8_lpad(digits, width=column.width, padding="0")
+    if column.prefix:
+        digits = pc.binary_join_element_wise(column.prefix, digits, "")
+    return digits
+
+
+def _time_strings(column: Column, fmt: str = _ISO) -> pa.Array:
+    stamps = pa.array(column.values, pa.int64(), mask=_mask(column)).cast(_TIMESTAMP)
+    if fmt == _ISO:
+        # strftime's %S prints ".mmm" for millisecond timestamps: use it, add the zone.
+        return pc.binary_join_element_wise(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
+    return pc.strftime(stamps, format=fmt)
+
+
+def _money(column: Column) -> pa.Array:
+    cents = np.asarray(column.values, dtype=np.int64)
+    mask = _mask(column)
+    whole = pa.array(np.abs(cents) // 100, pa.int64(), mask=mask).cast(pa.string())
+    part = pc.utf8_lpad(pa.array(np.abs(cents) % 100, pa.int64()).cast(pa.string()), 2, "0")
+    text = pc.binary_join_element_wise(whole, part, ".")
+    if (cents < 0).any():
+        text = pc.if_else(pa.array(cents < 0), pc.binary_join_element_wise("-", text, ""), text)
+    return text
+
+
+def _json_values(column: Column) -> pa.Array:
+    """Each value as JSON text (null where missing)."""
+    mask = _mask(column)
+    match column.kind:
+        case Kind.INT:
+            return pa.array(column.values, pa.int64(), mask=mask).cast(pa.string())
+        case Kind.FLOAT:
+            rounded = np.round(np.asarray(column.values, dtype=np.float64), 4)
+            return pa.array(rounded, pa.float64(), mask=mask).cast(pa.string())
+        case Kind.MONEY:
+            return _money(column)
+        case Kind.BOOL:
+            flags = pa.array(column.values, pa.bool_(), mask=mask)
+            return pc.if_else(flags, "true", "false")
+        case Kind.TEXT:
+            codes = pa.array(column.values, pa.int64(), mask=mask)
+            return _vocabulary_json(column.vocabulary).take(codes)
+        case Kind.ID:
+            return _quoted(_id_strings(column))
+        case Kind.TIME:
+            return _quoted(_time_strings(column))
+        case Kind.DATE:
+            return _quoted(_time_strings(column, "%Y-%m-%d"))
+        case Kind.STR:
+            return pa.array(
+                [None if v is None else orjson.dumps(v).decode() for v in column.values],
+                pa.string(),
+                mask=mask,
+            )
+
+
+def _json_objects(properties: Mapping[str, Property], rows: int) -> pa.Array:
+    """One JSON object per row from named columns; missing values leave their key out."""
+    # Each present member is written with a leading comma, the first one's cut off below.
+    # (Arrow 26's null_handling="skip" drops rows that are null in every input.)
+    members: list[pa.Array] = [pa.array([""] * rows, pa.string())] if rows else []
+    for key, prop in properties.items():
+        values = _json_lists(prop) if isinstance(prop, ObjectList) else _json_values(prop)
+        members.append(
+            pc.binary_join_element_wise("," + orjson.dumps(key).decode() + ":", values, "")
+        )
+    if not rows:
+        return pa.array([], pa.string())
+    joined = pc.binary_join_element_wise(*members, "", null_handling="replace", null_replacement="")
+    inner = pc.utf8_slice_codeunits(joined, 1)
+    return pc.binary_join_element_wise("{", inner, "}", "")
+
+
+def _json_lists(prop: ObjectList) -> pa.Array:
+    """A JSON array of objects per row (an order's products)."""
+    items = _json_objects(prop.items, len(next(iter(prop.items.values()))))
+    present = prop.present()
+    count = np.where(present, prop.count, 0).astype(np.int64)
+    owners = np.repeat(np.arange(len(count)), count)
+    firsts = np.repeat(prop.start, count)
+    within = np.arange(len(owners)) - np.repeat(np.cumsum(count) - count, count)
+    values = items.take(pa.array(firsts + within))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(count)]).astype(np.int32))
+    lists = pa.ListArray.from_arrays(offsets, values, mask=pa.array(~present))
+    del owners
+    return pc.binary_join_element_wise("[", pc.binary_join(lists, ","), "]", "")
+
+
+def _plain(column: Column) -> pa.Array:
+    """A trait as a typed column for Parquet and CSV."""
+    mask = _mask(column)
+    match column.kind:
+        case Kind.INT:
+            return pa.array(column.values, pa.int64(), mask=mask)
+        case Kind.FLOAT:
+            return pa.array(column.values, pa.float64(), mask=mask)
+        case Kind.MONEY:
+            return pa.array(np.asarray(column.values) / 100, pa.float64(), mask=mask)
+        case Kind.BOOL:
+            return pa.array(column.values, pa.bool_(), mask=mask)
+        case Kind.TEXT:
+            codes = pa.array(column.values, pa.int64(), mask=mask)
+            return pa.array(column.vocabulary, pa.string()).take(codes)
+        case Kind.ID:
+            return _id_strings(column)
+        case Kind.TIME:
+            return _time_strings(column)
+        case Kind.DATE:
+            return _time_strings(column, "%Y-%m-%d")
+        case Kind.STR:
+            return pa.array(list(column.values), pa.string(), mask=mask)
+
+
+def _customers_table(batch: CustomerBatch, prefix: str, fmt: str) -> pa.Table:
+    """Customers as identify rows: envelope columns, then traits."""
+    user_id = _id_strings(batch.user_id)
+    message_id = pc.binary_join_element_wise(prefix + "identify-", user_id, "")
+    stamps = pa.array(batch.signed_up, pa.int64()).cast(_TIMESTAMP)
+    if fmt == "jsonl":
+        traits = _json_objects(batch.traits, len(batch))
+        line = pc.binary_join_element_wise(
+            '{"type":"identify","messageId":"',
+            message_id,
+            '","userId":"',
+            user_id,
+            '","timestamp":"',
+            _time_strings(Column(Kind.TIME, batch.signed_up)),
+            '","traits":',
+            traits,
+            "}\n",
+            "",
+        )
+        return pa.table({"line": line})
+    columns: dict[str, pa.Array] = {"userId": user_id, "messageId": message_id}
+    if fmt == "csv":
+        columns["timestamp"] = _time_strings(Column(Kind.TIME, batch.signed_up))
+    else:
+        columns["timestamp"] = stamps
+    for key, column in batch.traits.items():
+        columns[key] = _plain(column)
+    return pa.table(columns)
+
+
+def _events_table(batch: EventBatch, prefix: str) -> pa.Table:
+    """Events as track rows in the canonical (Parquet) shape."""
+    rows = len(batch)
+    user_number = Column(
+        Kind.ID, batch.customer + 1, prefix=batch.user_id.prefix, width=batch.user_id.width
+    )
+    message_id = pc.binary_join_element_wise(
+        prefix.removesuffix("-"),
+        _id_strings(user_number),
+        pa.array(batch.ordinal, pa.int64()).cast(pa.string()),
+        "-",
+    )
+    anonymous = batch.anonymous_id
+    return pa.table(
+        [
+            message_id,
+            pa.array(["track"] * rows, pa.string()) if rows else pa.array([], pa.string()),
+            pa.array(batch.event.vocabulary, pa.string()).take(pa.array(batch.event.values)),
+            _id_strings(batch.user_id),
+            pa.array(anonymous.vocabulary, pa.string()).take(
+                pa.array(anonymous.values, pa.int64(), mask=_mask(anonymous))
+            ),
+            pa.array(batch.timestamp, pa.int64()).cast(_TIMESTAMP),
+            _json_objects(batch.properties, rows),
+            _json_objects(batch.context, rows),
+        ],
+        schema=_EVENT_SCHEMA,
+    )
+
+
+# --- two passes over time windows ----------------------------------------------------------
+
+
+def _write_windows(
+    path: Path,
+    table: pa.Table,
+    timestamps: np.ndarray[Any, np.dtype[np.int64]],
+    *,
+    start_ms: int,
+    window_ms: int,
+    windows: int,
+) -> None:
+    """One record batch per time window (maybe empty), so pass two can read window w alone."""
+    edges = start_ms + window_ms * np.arange(windows + 1, dtype=np.int64)
+    bounds = np.searchsorted(timestamps, edges, side="left")
+    options = ipc.IpcWriteOptions(compression="lz4")
+    with (
+        pa.OSFile(str(path), "wb") as sink,
+        ipc.new_file(sink, _EVENT_SCHEMA, options=options) as w,
+    ):
+        for window in range(windows):
+            lo, hi = int(bounds[window]), int(bounds[window + 1])
+            piece = table.slice(lo, hi - lo).combine_chunks()
+            w.write_batch(_one_batch(piece))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.to_batches()
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=_EVENT_SCHEMA)
+    return batches[0]
+
+
+def _merged_windows(paths: Sequence[Path], windows: int) -> Iterator[pa.Table]:
+    """Each window's events from every chunk file, in (timestamp, customer, ordinal) order.
+
+    Chunks hold increasing customer numbers and each chunk's window is already in that
+    order, so a stable sort by timestamp alone gives the global order.
+    """
+    readers = [ipc.open_file(pa.memory_map(str(p))) for p in paths]
+    for window in range(windows):
+        pieces = [r.get_batch(window) for r in readers]
+        table = pa.Table.from_batches(pieces, schema=_EVENT_SCHEMA)
+        if table.num_rows == 0:
+            continue
+        stamps = table.column("timestamp").cast(pa.int64()).to_numpy()
+        order = np.argsort(stamps, kind="stable")
+        yield table.take(pa.array(order)).combine_chunks()
+
+
+# --- writers ---------------------------------------------------------------------------------
+
+
+class _Writer:
+    def write(self, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ParquetWriter(_Writer):
+    """Buffers tables into row groups of about ROW_GROUP_ROWS rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending).combine_chunks()
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(
+                str(self.path), table.schema, compression="zstd", compression_level=3
+            )
+        self.writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.pending, self.rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is None:  # nothing was written: still leave a valid (empty) file
+            pq.write_table(pa.table({}), str(self.path))
+            return
+        self.writer.close()
+
+
+class _JsonlWriter(_Writer):
+    """Tables of one `line` column, each line ending in a newline: written as bytes."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.handle: IO[bytes] = path.open("wb")
+        self.kind = kind
+
+    def write(self, table: pa.Table) -> None:
+        lines = table.column("line") if "line" in table.column_names else _track_lines(table)
+        for chunk in lines.chunks if isinstance(lines, pa.ChunkedArray) else [lines]:
+            _write_strings(self.handle, chunk)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _CsvWriter(_Writer):
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+        self.writer: pacsv.CSVWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.kind == "events":
+            table = _csv_events(table)
+        if self.writer is None:
+            self.writer = pacsv.CSVWriter(str(self.path), table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        elif not self.path.exists():
+            self.path.write_bytes(b"")
+
+
+def _writer(fmt: str, path: Path, kind: str) -> _Writer:
+    if fmt == "parquet":
+        return _ParquetWriter(path)
+    if fmt == "jsonl":
+        return _JsonlWriter(path, kind)
+    return _CsvWriter(path, kind)
+
+
+def _write_strings(handle: IO[bytes], strings: pa.Array) -> None:
+    """The concatenated bytes of a string array: its data buffer between the end offsets."""
+    if len(strings) == 0:
+        return
+    strings = strings.cast(pa.large_string()) if strings.type != pa.large_string() else strings
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
+    data = strings.buffers()[2]
+    handle.write(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+
+
+def _track_lines(table: pa.Table) -> pa.Array:
+    """Segment track messages, one JSON object per line; missing ids are left out."""
+    columns = {name: table.column(name).combine_chunks() for name in table.column_names}
+
+    def member(key: str, values: pa.Array) -> pa.Array:
+        return pc.binary_join_element_wise(f',"{key}":"', values, '"', "")
+
+    parts = [
+        pc.binary_join_element_wise('{"type":"track","messageId":"', columns["messageId"], '"', ""),
+        member("event", columns["event"]),
+        member("userId", columns["userId"]),
+        member("anonymousId", columns["anonymousId"]),
+        member("timestamp", _time_strings_array(columns["timestamp"])),
+        pc.binary_join_element_wise(',"properties":', columns["properties"], ""),
+        pc.binary_join_element_wise(',"context":', columns["context"], ""),
+        pa.array(["}\n"] * len(table), pa.string()),
+    ]
+    return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
+
+
+def _time_strings_array(stamps: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
+
+
+def _csv_events(table: pa.Table) -> pa.Table:
+    stamps = table.column("timestamp").combine_chunks()
+    index = table.schema.get_field_index("timestamp")
+    return table.set_column(index, "timestamp", _time_strings_array(stamps))
