@@ -1,0 +1,1 @@
+"""The `orbita` command line: thin Typer commands over the services."""

@@ -1,0 +1,122 @@
+"""`orbita`: the command line. Each command parses, calls one service, and renders."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from orbita.cli import customers, generate, imports
+from orbita.cli.common import (
+    DEFAULT_WORKSPACE,
+    JsonOption,
+    WorkspaceOption,
+    console,
+    err_console,
+    print_json,
+    settings_for,
+    user_errors,
+)
+from orbita.cli.render import summary_tables
+from orbita.services.workspace import Keys, init_workspace, open_workspace, read_keys
+
+app = typer.Typer(
+    name="orbita",
+    help="Orbita: CRM strategy as code. Collect events, segment, run journeys, measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold keys and customer data
+)
+app.add_typer(imports.app, name="import")
+app.add_typer(customers.app, name="customers")
+app.command("generate")(generate.generate)
+
+
+@app.command()
+def init(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption = False) -> None:
+    """Create the workspace (stores and a write and an admin key) and print its keys."""
+    with user_errors():
+        keys = init_workspace(settings=settings_for(workspace))
+    _show_keys(keys, as_json=as_json, workspace=str(workspace))
+
+
+@app.command()
+def keys(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption = False) -> None:
+    """Print the workspace's write key (ingestion) and admin key (everything else)."""
+    with user_errors():
+        found = read_keys(settings=settings_for(workspace))
+    _show_keys(found, as_json=as_json, workspace=str(workspace))
+
+
+def _show_keys(found: Keys, *, as_json: bool, workspace: str) -> None:
+    if as_json:
+        print_json({"write_key": found.write_key, "admin_key": found.admin_key})
+        return
+    out = console()
+    out.print(f"workspace  {workspace}", markup=False, highlight=False)
+    out.print(f"write key  {found.write_key}", markup=False, highlight=False)
+    out.print(f"admin key  {found.admin_key}", markup=False, highlight=False)
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: ORBITA_HOST or 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: ORBITA_PORT or 8765; 0 picks a free one).")
+    ] = None,
+) -> None:
+    """Run the HTTP API (and, as they land, the UI and workers) on this workspace."""
+    from orbita.api.server import serve as run_server  # the API's imports only when serving
+
+    settings = settings_for(workspace)
+
+    def ready(url: str) -> None:
+        err_console().print(f"Orbita is listening on {url} (Ctrl+C stops it)", markup=False)
+
+    with user_errors():
+        run_server(
+            settings=settings,
+            host=host if host is not None else settings.host,
+            port=port if port is not None else settings.port,
+            ready=ready,
+        )
+
+
+@app.command()
+def demo(
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    customers: generate.CustomersOption = 5_000,
+    days: generate.DaysOption = 180,
+    seed: generate.SeedOption = 7,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a clothing store, load it into the workspace and show what was loaded."""
+    from orbita.services.summary import summarise  # Ibis: imported only where it is used
+
+    with user_errors():
+        loaded = generate.generate_into_workspace(
+            workspace=workspace,
+            store=generate.Store.clothing_store,
+            customers=customers,
+            days=days,
+            seed=seed,
+            fmt=generate.FileFormat.parquet,
+        )
+        with open_workspace(settings=settings_for(workspace)) as opened:
+            summary = summarise(workspace=opened)
+    if as_json:
+        print_json({"loaded": loaded, "summary": summary})
+        return
+    generate.show_loaded(loaded)
+    summary_tables(console(), summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
