@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +296,138 @@ def test_summary_after_import(workspace: Workspace, tmp_path: Path) -> None:
         (date(2025, 2, 1), 1, 30.0),
     ]
     assert summary.revenue == 150.5
+
+
+# --- the vectorised Parquet path gives the per-row path's records and errors -----------------
+
+
+def tricky_events() -> pa.Table:
+    """Valid and invalid rows of every kind the vectorised checks must tell apart."""
+    base = datetime(2025, 4, 1, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"messageId": "ok-1", "event": "Product Viewed", "userId": "u1", "properties": '{"a":1}'},
+        {"messageId": "ok-2", "event": "Signed Up", "anonymousId": "a1", "context": '{"ip":"x"}'},
+        {"messageId": "ok-3", "event": "Both", "userId": "u1", "anonymousId": "a1"},
+        {"messageId": "ok-4", "type": "track", "event": "é" * 200, "userId": "u2"},
+        {"messageId": "", "event": "No Id", "userId": "u2"},  # gets a derived id
+        {"messageId": "ok-6", "type": "identify", "userId": "u3", "event": "ignored"},
+        {"messageId": "ok-7", "event": "Empty Json", "userId": "u3", "properties": ""},
+        {"messageId": "bad-1", "event": "", "userId": "u1"},
+        {"messageId": "bad-2", "event": "Nobody"},
+        {"messageId": "bad-3", "event": "Broken", "userId": "u1", "properties": "{nope"},
+        {"messageId": "bad-4", "event": "Array", "userId": "u1", "properties": "[1]"},
+        {"messageId": "bad-5", "event": "x" * 201, "userId": "u1"},
+        {
+            "messageId": "bad-6",
+            "event": "Huge",
+            "userId": "u1",
+            "properties": '{"p":"%s"}' % ("y" * 40_000),
+        },
+        {"messageId": "bad-7", "type": "teleport", "event": "Odd", "userId": "u1"},
+        {"messageId": "m" * 256, "event": "Long Id", "userId": "u1"},
+        {"messageId": "bad-9", "event": "Long User", "userId": "u" * 256},
+        {"messageId": "ok-8", "event": "Null Time", "userId": "u4"},
+    ]
+    columns = ["messageId", "type", "event", "userId", "anonymousId", "properties", "context"]
+    data: dict[str, Any] = {c: pa.array([r.get(c) for r in rows], pa.string()) for c in columns}
+    stamps = [base + timedelta(minutes=i) for i in range(len(rows) - 1)] + [None]
+    # A naive timestamp column: both paths read it as UTC.
+    data["timestamp"] = pa.array(
+        [s.replace(tzinfo=None) if s else None for s in stamps], pa.timestamp("ms")
+    )
+    return pa.table(data)
+
+
+def parsed_both_ways(path: Path) -> tuple[list[Any], list[Any]]:
+    parser = importer._RowParser(
+        kind="events", fmt="parquet", received_at=datetime(2026, 1, 1, tzinfo=UTC), max_bytes=32_768
+    )
+
+    def plain(vectorised: bool) -> list[Any]:
+        return [
+            (line, p.problems if isinstance(p, InvalidInputError) else p)
+            for line, p in importer._parsed(path, "parquet", parser, vectorised=vectorised)
+        ]
+
+    return plain(True), plain(False)
+
+
+def test_vectorised_and_per_row_paths_agree_row_by_row(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(tricky_events(), path)
+
+    vectorised, per_row = parsed_both_ways(path)
+
+    assert vectorised == per_row
+    rejected = [line for line, p in per_row if isinstance(p, tuple)]
+    assert rejected == list(range(8, 17))
+
+
+def test_vectorised_and_per_row_imports_give_the_same_errors(
+    embedded_workspace: Workspace, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(tricky_events(), path)
+
+    errors = []
+    for vectorised in (True, False):
+        with pytest.raises(InvalidInputError) as caught:
+            import_events(workspace=embedded_workspace, path=path, vectorised=vectorised)
+        errors.append((str(caught.value), caught.value.problems))
+
+    assert errors[0] == errors[1]
+    assert embedded_workspace.events.count() == 0
+
+
+def test_vectorised_and_per_row_imports_store_the_same_events(tmp_path: Path) -> None:
+    from orbita.core.settings import Settings
+    from orbita.services.workspace import init_workspace, open_workspace
+
+    table = tricky_events().slice(0, 7)  # the valid rows
+    path = tmp_path / "events.parquet"
+    pq.write_table(table, path)
+    stored = []
+    for vectorised in (True, False):
+        settings = Settings(workspace=tmp_path / str(vectorised))
+        init_workspace(settings=settings)
+        with open_workspace(settings=settings) as workspace:
+            report = import_events(workspace=workspace, path=path, vectorised=vectorised)
+            assert report.vectorised is vectorised
+            assert (report.rows, report.stored) == (7, 7)
+            events = workspace.events.ibis().table("events")
+            rows = (
+                events.filter(events.type == "track")
+                .select(
+                    "message_id",
+                    "customer_id",
+                    "user_id",
+                    "anonymous_id",
+                    "name",
+                    "timestamp",
+                    p=events.properties.cast("string"),
+                    c=events.context.cast("string"),
+                )
+                .order_by("message_id")
+                .to_pyarrow()
+            )
+            stored.append(rows.to_pylist())
+    assert stored[0] == stored[1]
+    assert len(stored[0]) == 6  # and one identify
+
+
+def test_generated_events_take_the_vectorised_path(
+    embedded_workspace: Workspace, tmp_path: Path
+) -> None:
+    from orbita.services.generate import generate_store
+
+    generated = generate_store(
+        store="clothing-store", customers=40, days=20, seed=5, out=tmp_path / "gen"
+    )
+    import_customers(workspace=embedded_workspace, path=generated.customers_path)
+    vectorised, per_row = parsed_both_ways(generated.events_path)
+    assert vectorised == per_row
+
+    report = import_events(workspace=embedded_workspace, path=generated.events_path)
+
+    assert report.vectorised
+    assert report.stored == generated.events

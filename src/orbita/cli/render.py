@@ -54,7 +54,7 @@ def summary_tables(console: Console, summary: WorkspaceSummary) -> None:
 
 
 def import_line(report: ImportReport) -> str:
-    how = ", vectorised" if report.fast_path else ""
+    how = ", vectorised" if report.vectorised else ""
     return (
         f"{report.kind}: {report.rows:,} rows from {report.path.name} ({report.format}{how}): "
         f"{report.stored:,} stored, {report.duplicates:,} already there "
