@@ -1,0 +1,540 @@
+"""Segment AST -> an Ibis expression of one column, `customer_id`, the distinct members.
+
+Built over unbound tables (`tables.py`), so one expression prints for DuckDB, PostgreSQL,
+ClickHouse and Spark. `as_of` is a parameter that becomes literals in the query: the same
+definition replays history and no query reads the wall clock.
+
+The shapes are the SQL a person would write: one filtered scan of `events` per event
+condition (name, type, window and `where` pushed into the WHERE clause), a GROUP BY
+customer_id only when an aggregate needs one, semi-joins for `all`, UNION for `any`, and
+anti-joins against `customers` for `not` and for absence (`count: "== 0"`).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import ibis
+
+from orbita.core.errors import UserError
+from orbita.engine.segments.json_access import JsonAccess, json_access
+from orbita.engine.segments.tables import (
+    PROFILE_TEXT,
+    PROFILE_TIMES,
+    Dialect,
+    SegmentTables,
+    segment_tables,
+)
+from orbita.model.segments import (
+    AllOf,
+    AnyOf,
+    Comparison,
+    ComputedTrait,
+    ComputedTraitCondition,
+    Condition,
+    EventCondition,
+    Not,
+    PredictedCondition,
+    PropertyTest,
+    RfmCell,
+    Segment,
+    SegmentRef,
+    SequenceCondition,
+    TraitCondition,
+    Window,
+)
+
+__all__ = ["anniversary_days", "compile_many", "compile_segment", "to_sql", "window_bounds"]
+
+Expr = Any  # Ibis ships no type stubs that mypy can use; expressions stay Any here.
+Resolver = Callable[[str], Expr]
+"""Given a segment name, a table with its members' customer_id (e.g. a materialised one)."""
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("as_of must be an aware datetime (UTC or with an offset)")
+    return moment.astimezone(UTC)
+
+
+def _timestamp(moment: datetime) -> Expr:
+    return ibis.literal(moment, type="timestamp('UTC')")
+
+
+def window_bounds(window: Window, *, as_of: datetime) -> tuple[datetime | None, datetime]:
+    """(exclusive start or None, inclusive end) of a window: `within: 30d` is
+    (as_of - 30d, as_of]; the shared definition of the compiler and the reference."""
+    start = as_of - window.newer_than if window.newer_than is not None else None
+    end = as_of - window.older_than if window.older_than is not None else as_of
+    return start, end
+
+
+def anniversary_days(*, as_of: datetime, days: int) -> set[tuple[int, int]]:
+    """(month, day) pairs from as_of's UTC date to `days` later; 29 February is included on
+    28 February in years without it, so those birthdays are not skipped."""
+    start = _utc(as_of).date()
+    pairs: set[tuple[int, int]] = set()
+    for offset in range(days + 1):
+        day = start + timedelta(days=offset)
+        pairs.add((day.month, day.day))
+        if (day.month, day.day) == (2, 28) and not _is_leap(day.year):
+            pairs.add((2, 29))
+    return pairs
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+class _Values:
+    """Typed readers of one value (a trait, a property, a computed trait): each returns an
+    expression that is NULL when the value is missing or of another type."""
+
+    def __init__(
+        self,
+        *,
+        text: Callable[[], Expr],
+        number: Callable[[], Expr],
+        boolean: Callable[[], Expr],
+        timestamp: Callable[[], Expr],
+        present: Callable[[], Expr],
+        month_day: Callable[[], Expr] | None = None,
+    ) -> None:
+        self.text = text
+        self.number = number
+        self.boolean = boolean
+        self.timestamp = timestamp
+        self.present = present
+        # month * 100 + day of a date, for anniversaries; by default from the timestamp.
+        self.month_day = month_day or (lambda: timestamp().month() * 100 + timestamp().day())
+
+
+def _json_values(access: JsonAccess, doc: Expr, key: str) -> _Values:
+    return _Values(
+        text=lambda: access.text(doc, key),
+        number=lambda: access.number(doc, key),
+        boolean=lambda: access.boolean(doc, key),
+        # Dates in JSON are ISO 8601 text; a text without an offset is read as UTC.
+        timestamp=lambda: _iso_date_text(access.text(doc, key)).cast("timestamp('UTC')"),
+        present=lambda: access.present(doc, key),
+        month_day=lambda: _month_day_of_text(access.text(doc, key)),
+    )
+
+
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
+
+def _iso_date_text(text: Expr) -> Expr:
+    """The text when it starts like an ISO date, else NULL: PostgreSQL has no TRY_CAST, and
+    one customer's `birthday: unknown` must not fail the whole segment."""
+    return ibis.ifelse(text.re_search(_ISO_DATE), text, None)
+
+
+def _month_day_of_text(text: Expr) -> Expr:
+    """From ISO text (`1990-05-17...`): a birthday has no time zone, so reading the date's
+    own digits avoids shifting it through the session's zone."""
+    date_text = _iso_date_text(text)
+    return date_text.substr(5, 2).cast("int32") * 100 + date_text.substr(8, 2).cast("int32")
+
+
+def _typed_column(column: Expr, *, kind: str, name: str) -> _Values:
+    """A profile column: only the reader of its own type makes sense."""
+
+    def wrong(wanted: str) -> Callable[[], Expr]:
+        def fail() -> Expr:
+            raise UserError(f"trait {name!r} is {kind}: it cannot be compared with {wanted}")
+
+        return fail
+
+    return _Values(
+        text=(lambda: column) if kind == "text" else wrong("a text"),
+        number=wrong("a number") if kind != "number" else (lambda: column),
+        boolean=wrong("true/false"),
+        timestamp=(lambda: column) if kind == "a date" else wrong("a date"),
+        present=lambda: column.notnull(),
+    )
+
+
+def _reader_for(values: _Values, value: object) -> Callable[[], Expr]:
+    if isinstance(value, bool):
+        return values.boolean
+    if isinstance(value, int | float):
+        return values.number
+    if isinstance(value, datetime | timedelta):
+        return values.timestamp
+    return values.text
+
+
+def _literal(value: object) -> Expr:
+    if isinstance(value, datetime):
+        return _timestamp(value)
+    return ibis.literal(value)
+
+
+def value_test(op: str, value: Any, values: _Values, *, as_of: datetime) -> Expr:
+    """The boolean expression of one value test (see orbita.model.segments for the ops)."""
+    if op == "exists":
+        present = values.present()
+        return present if value else ~present
+    if op == "eq":
+        return _reader_for(values, value)() == _literal(value)
+    if op == "ne":
+        # "Anything but": a missing value (NULL) counts as different.
+        return (_reader_for(values, value)() != _literal(value)).fill_null(True)
+    if op == "in":
+        return _reader_for(values, value[0])().isin(list(value))
+    if op in ("gt", "gte", "lt", "lte"):
+        compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+        return compare[op](_reader_for(values, value)(), _literal(value))
+    if op == "between":
+        low, high = value
+        return _reader_for(values, low)().between(_literal(low), _literal(high))
+    if op == "contains":
+        return values.text().contains(value)
+    if op == "anniversary_within":
+        days = anniversary_days(as_of=as_of, days=value.days)
+        return values.month_day().isin(sorted(month * 100 + day for month, day in days))
+    moment = values.timestamp()
+    if op == "before":
+        return moment <= _timestamp(as_of - value)
+    if op == "within":
+        return (moment > _timestamp(as_of - value)) & (moment <= _timestamp(as_of))
+    if op == "within_next":
+        return (moment >= _timestamp(as_of)) & (moment < _timestamp(as_of + value))
+    raise UserError(f"unknown operator {op!r}")
+
+
+def _comparison(expr: Expr, comparison: Comparison) -> Expr:
+    return _COMPARE[comparison.op](expr, comparison.value)
+
+
+class _Compiler:
+    def __init__(
+        self,
+        *,
+        as_of: datetime,
+        tables: SegmentTables,
+        segments: Mapping[str, Segment],
+        computed_traits: Mapping[str, ComputedTrait],
+        resolve: Resolver | None,
+    ) -> None:
+        self.as_of = _utc(as_of)
+        self.tables = tables
+        self.json = json_access(tables.dialect)
+        self.segments = segments
+        self.computed_traits = computed_traits
+        self.resolve = resolve
+        self._inlining: list[str] = []
+
+    # -- entry --------------------------------------------------------------------------
+
+    def members(self, condition: Condition) -> Expr:
+        """A table of one column, customer_id, each member once."""
+        if isinstance(condition, EventCondition):
+            return self._event(condition)
+        if isinstance(condition, TraitCondition):
+            return self._trait(condition)
+        if isinstance(condition, ComputedTraitCondition):
+            return self._computed(condition)
+        if isinstance(condition, PredictedCondition):
+            return self._predicted(condition)
+        if isinstance(condition, RfmCell):
+            cells = self.tables.rfm_cells
+            return cells.filter(cells.cell == condition.rfm).select("customer_id").distinct()
+        if isinstance(condition, SegmentRef):
+            return self._reference(condition.segment)
+        if isinstance(condition, SequenceCondition):
+            return self._sequence(condition)
+        if isinstance(condition, AllOf):
+            return self._all(condition)
+        if isinstance(condition, AnyOf):
+            members = [self.members(child) for child in condition.any]
+            return members[0] if len(members) == 1 else ibis.union(*members, distinct=True)
+        if isinstance(condition, Not):
+            return self._everyone_but(self.members(condition.condition))
+        raise UserError(f"cannot compile condition {condition!r}")
+
+    # -- events -------------------------------------------------------------------------
+
+    def _matching_events(self, condition: EventCondition | ComputedTrait, events: Expr) -> Expr:
+        start, end = window_bounds(condition.window, as_of=self.as_of)
+        filters = [
+            events.type == condition.message_type,
+            events.name == condition.event,
+            events.timestamp <= _timestamp(end),
+        ]
+        if start is not None:
+            filters.append(events.timestamp > _timestamp(start))
+        filters.extend(self._property_test(test, events) for test in condition.where)
+        return events.filter(*filters)
+
+    def _property_test(self, test: PropertyTest, events: Expr) -> Expr:
+        values = _json_values(self.json, events.properties, test.property)
+        return value_test(test.op, test.value, values, as_of=self.as_of)
+
+    def _event(self, condition: EventCondition) -> Expr:
+        events = self._matching_events(condition, self.tables.events)
+        aggregate = condition.aggregate
+        if aggregate.function == "count" and aggregate.compare in _AT_LEAST_ONCE:
+            return events.select("customer_id").distinct()
+        if aggregate.function == "count" and aggregate.compare in _NEVER:
+            return self._everyone_but(events.select("customer_id"))
+        per_customer = self._aggregate(
+            events, aggregate.function, aggregate.property, aggregate.compare.value
+        )
+        if aggregate.zero_holds:
+            # Customers without events hold too: everyone but those whose total fails.
+            failing = per_customer.filter(~_comparison(per_customer.value, aggregate.compare))
+            return self._everyone_but(failing.select("customer_id"))
+        passing = per_customer.filter(_comparison(per_customer.value, aggregate.compare))
+        return passing.select("customer_id")
+
+    def _aggregate(self, events: Expr, function: str, prop: str | None, like: object) -> Expr:
+        """(customer_id, value) per customer with matching events; `like` is a value of the
+        type the property is read as."""
+        if function == "count":
+            return events.group_by("customer_id").aggregate(value=events.count())
+        assert prop is not None  # the model requires a property for the other functions
+        reader = _reader_for(_json_values(self.json, events.properties, prop), like)
+        if function in ("first", "last"):
+            return self._first_or_last(events, reader().name("value"), last=function == "last")
+        number = self.json.number(events.properties, prop)
+        if function == "sum":
+            # Sum of values that are all missing is 0, as is the sum of no events.
+            return events.group_by("customer_id").aggregate(value=number.sum().fill_null(0))
+        reduce = {"avg": number.mean, "min": number.min, "max": number.max}[function]
+        return events.group_by("customer_id").aggregate(value=reduce())
+
+    def _first_or_last(self, events: Expr, value: Expr, *, last: bool) -> Expr:
+        # Ties on the timestamp are broken by message_id, so every engine picks one event.
+        order = [events.timestamp, events.message_id]
+        order = [ibis.desc(key) for key in order] if last else order
+        rank = ibis.row_number().over(group_by=events.customer_id, order_by=order)
+        ranked = events.select(customer_id=events.customer_id, value=value, rank=rank)
+        return ranked.filter(ranked["rank"] == 0).select("customer_id", "value")
+
+    def _sequence(self, condition: SequenceCondition) -> Expr:
+        first = self._matching_events(condition.did, self.tables.events)
+        first = first.select(customer_id=first.customer_id, at=first.timestamp)
+        follow = self._matching_events(condition.follow_up, self.tables.events.view())
+        follow = follow.select(follow_customer=follow.customer_id, follow_at=follow.timestamp)
+        gap = ibis.interval(seconds=int(condition.within.total_seconds()))
+        on = [
+            first.customer_id == follow.follow_customer,
+            follow.follow_at > first.at,
+            follow.follow_at <= first.at + gap,
+        ]
+        if condition.negated:
+            # Only once the whole gap has passed do we know that nothing followed.
+            waited = first.filter(first.at + gap <= _timestamp(self.as_of))
+            return waited.anti_join(follow, on).select("customer_id").distinct()
+        return first.semi_join(follow, on).select("customer_id").distinct()
+
+    # -- profiles -------------------------------------------------------------------------
+
+    def _trait(self, condition: TraitCondition) -> Expr:
+        customers = self.tables.customers
+        name = condition.trait
+        if name in PROFILE_TEXT:
+            values = _typed_column(customers[name], kind="text", name=name)
+        elif name in PROFILE_TIMES:
+            values = _typed_column(customers[name], kind="a date", name=name)
+        else:
+            values = _json_values(self.json, customers.traits, name)
+        test = value_test(condition.op, condition.value, values, as_of=self.as_of)
+        return customers.filter(test).select("customer_id")
+
+    def _computed(self, condition: ComputedTraitCondition) -> Expr:
+        trait = self.computed_traits.get(condition.computed)
+        if trait is None:
+            raise UserError(f"unknown computed trait {condition.computed!r}")
+        values = self._computed_values(trait)
+        test_reader = _reader_for(values, _sample(condition))
+        # Every customer gets a value (NULL, or 0 for count and sum) so that tests like
+        # `eq: 0` and `ne` see customers without events.
+        table = test_reader()
+        everyone = self.tables.customers.select("customer_id")
+        joined = everyone.left_join(table, "customer_id")
+        value = joined.value
+        if trait.aggregate in ("count", "sum"):
+            value = value.fill_null(0)
+        column = _Values(
+            text=lambda: value,
+            number=lambda: value,
+            boolean=lambda: value,
+            timestamp=lambda: value,
+            present=lambda: value.notnull(),
+        )
+        test = value_test(condition.op, condition.value, column, as_of=self.as_of)
+        return joined.filter(test).select(customer_id=joined.customer_id)
+
+    def _computed_values(self, trait: ComputedTrait) -> _Values:
+        """Readers that each build the (customer_id, value) table for one value type."""
+        events = self._matching_events(trait, self.tables.events)
+
+        def table(like: object) -> Callable[[], Expr]:
+            return lambda: self.computed_table(trait, events=events, like=like)
+
+        return _Values(
+            text=table(""),
+            number=table(0.0),
+            boolean=table(True),
+            timestamp=table(self.as_of),
+            present=table(None),
+        )
+
+    def computed_table(self, trait: ComputedTrait, *, events: Expr, like: object) -> Expr:
+        """(customer_id, value) of a computed trait for customers with matching events."""
+        function = trait.aggregate
+        if function in ("first_at", "last_at", "days_since_last"):
+            reduce = events.timestamp.min if function == "first_at" else events.timestamp.max
+            per_customer = events.group_by("customer_id").aggregate(value=reduce())
+            if function != "days_since_last":
+                return per_customer
+            seconds = _timestamp(self.as_of).epoch_seconds() - per_customer.value.epoch_seconds()
+            return per_customer.select("customer_id", value=(seconds / 86400).floor())
+        if function == "mode":
+            assert trait.property is not None  # checked by the model
+            values = _json_values(self.json, events.properties, trait.property)
+            reader = values.number if isinstance(like, int | float) else values.text
+            picked = events.select("customer_id", value=reader()).filter(ibis._.value.notnull())
+            counts = picked.group_by("customer_id", "value").aggregate(n=picked.count())
+            rank = ibis.row_number().over(
+                group_by=counts.customer_id, order_by=[ibis.desc(counts.n), counts.value]
+            )
+            ranked = counts.mutate(rank=rank)
+            return ranked.filter(ranked["rank"] == 0).select("customer_id", "value")
+        return self._aggregate(events, function, trait.property, like if like is not None else "")
+
+    def _predicted(self, condition: PredictedCondition) -> Expr:
+        predictions = self.tables.predictions
+        values = _typed_column(
+            predictions[condition.predicted], kind="number", name=condition.predicted
+        )
+        test = value_test(condition.op, condition.value, values, as_of=self.as_of)
+        return predictions.filter(test).select("customer_id")
+
+    # -- combinations ---------------------------------------------------------------------
+
+    def _all(self, condition: AllOf) -> Expr:
+        positive = [c for c in condition.all if not isinstance(c, Not)]
+        negative = [c.condition for c in condition.all if isinstance(c, Not)]
+        if positive:
+            result = self.members(positive[0])
+            for child in positive[1:]:
+                result = result.semi_join(self.members(child), "customer_id")
+        else:
+            result = self.tables.customers.select("customer_id")
+        for excluded in negative:
+            result = result.anti_join(self.members(excluded), "customer_id")
+        return result.select("customer_id")
+
+    def _everyone_but(self, excluded: Expr) -> Expr:
+        customers = self.tables.customers.select("customer_id")
+        return customers.anti_join(excluded, "customer_id").select("customer_id")
+
+    def _reference(self, name: str) -> Expr:
+        if self.resolve is not None:
+            return self.resolve(name)
+        if name in self._inlining:
+            cycle = " -> ".join([*self._inlining[self._inlining.index(name) :], name])
+            raise UserError(f"segments refer to each other in a cycle: {cycle}")
+        segment = self.segments.get(name)
+        if segment is None:
+            raise UserError(f"unknown segment {name!r}")
+        self._inlining.append(name)
+        try:
+            return self.members(segment.condition)
+        finally:
+            self._inlining.pop()
+
+
+_AT_LEAST_ONCE = (Comparison(op=">=", value=1.0), Comparison(op=">", value=0.0))
+_NEVER = (
+    Comparison(op="==", value=0.0),
+    Comparison(op="<", value=1.0),
+    Comparison(op="<=", value=0.0),
+)
+
+
+def _sample(condition: ComputedTraitCondition) -> object:
+    """A value of the type the test compares with (None for exists)."""
+    value = condition.value
+    if condition.op in ("in", "between"):
+        return value[0]
+    if condition.op in ("before", "within", "within_next", "anniversary_within"):
+        return datetime.min.replace(tzinfo=UTC)
+    if condition.op == "exists":
+        return None
+    return value
+
+
+def compile_segment(
+    segment: Segment | Condition,
+    *,
+    as_of: datetime,
+    tables: SegmentTables | None = None,
+    segments: Mapping[str, Segment] | None = None,
+    computed_traits: Mapping[str, ComputedTrait] | None = None,
+    resolve: Resolver | None = None,
+) -> Expr:
+    """The members of a segment at `as_of`: an Ibis table with one column, customer_id.
+
+    References to other segments are inlined from `segments`, or, when `resolve` is given,
+    read from the table it returns (a materialised membership, say).
+    """
+    compiler = _Compiler(
+        as_of=as_of,
+        tables=tables or segment_tables(),
+        segments=segments or {},
+        computed_traits=computed_traits or {},
+        resolve=resolve,
+    )
+    condition: Condition = segment.condition if isinstance(segment, Segment) else segment
+    return compiler.members(condition)
+
+
+def compile_many(
+    segments: Mapping[str, Segment],
+    *,
+    as_of: datetime,
+    tables: SegmentTables | None = None,
+    computed_traits: Mapping[str, ComputedTrait] | None = None,
+) -> dict[str, Expr]:
+    """One expression per segment. Each stands alone for now; batching segments that share
+    a scan into one conditional aggregation is a later step (measure it per layout first)."""
+    return {
+        name: compile_segment(
+            segment,
+            as_of=as_of,
+            tables=tables,
+            segments=segments,
+            computed_traits=computed_traits,
+        )
+        for name, segment in segments.items()
+    }
+
+
+class _SparkPrintOptions(ibis.config.Config):  # type: ignore[misc]  # ibis is untyped
+    treat_nan_as_null: bool = False
+
+
+def to_sql(expr: Expr, *, dialect: Dialect) -> str:
+    """The SQL of an expression as one engine runs it (what `orbita segments explain` shows)."""
+    if dialect == "pyspark" and ibis.options.pyspark is None:
+        # Ibis' Spark printer reads an option that only its backend (needing pyspark)
+        # registers; printing SQL needs neither, so register the default ourselves.
+        ibis.options.pyspark = _SparkPrintOptions()
+    return str(ibis.to_sql(expr, dialect=dialect))

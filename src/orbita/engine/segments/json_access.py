@@ -1,0 +1,149 @@
+"""Reading one key of a JSON document, typed, in each engine's own functions.
+
+Typed means a value of another JSON type reads as NULL: `{price: {gte: 50}}` never matches
+the text "50". DuckDB and PostgreSQL use Ibis' JSON operations; ClickHouse and Spark keep
+JSON as text, and Ibis has no portable rule for them (ClickHouse: none at all; Spark: a
+Python UDF), so they get their native functions as Ibis builtins. Spark's
+`get_json_object` cannot tell a number from its text: there a number compares as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import ibis
+import ibis.expr.datatypes as dt
+
+from orbita.engine.segments.tables import Dialect
+
+
+class JsonAccess(Protocol):
+    def text(self, doc: Any, key: str) -> Any: ...
+    def number(self, doc: Any, key: str) -> Any: ...
+    def boolean(self, doc: Any, key: str) -> Any: ...
+    def present(self, doc: Any, key: str) -> Any:
+        """True when the key holds a non-null value; never NULL itself."""
+        ...
+
+
+Builtin = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _builtin(name: str) -> Builtin:
+    """An engine function Ibis prints by name; the decorated body is never run."""
+    decorator: Builtin = ibis.udf.scalar.builtin(name=name)
+    return decorator
+
+
+@_builtin("json_type")
+def _duckdb_json_type(doc: dt.JSON) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("jsonb_typeof")
+def _postgres_jsonb_typeof(doc: dt.JSON(binary=True)) -> str: ...  # type: ignore[empty-body,valid-type]  # builtin
+
+
+@_builtin("json_typeof")
+def _postgres_json_typeof(doc: dt.JSON) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("JSONType")
+def _clickhouse_type(doc: str, key: str) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("JSONHas")
+def _clickhouse_has(doc: str, key: str) -> bool: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("JSONExtractString")
+def _clickhouse_string(doc: str, key: str) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("JSONExtractFloat")
+def _clickhouse_float(doc: str, key: str) -> float: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("JSONExtractBool")
+def _clickhouse_bool(doc: str, key: str) -> bool: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("get_json_object")
+def _spark_get(doc: str, path: str) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
+class NativeJson:
+    """DuckDB and PostgreSQL: Ibis' typed unwraps; a builtin for the JSON type name."""
+
+    def __init__(self, *, dialect: Dialect) -> None:
+        self._dialect = dialect
+
+    def text(self, doc: Any, key: str) -> Any:
+        return doc[key].str
+
+    def number(self, doc: Any, key: str) -> Any:
+        return doc[key].float
+
+    def boolean(self, doc: Any, key: str) -> Any:
+        return doc[key].bool
+
+    def present(self, doc: Any, key: str) -> Any:
+        # A missing key has no type (NULL); a JSON null has the type 'null' / 'NULL'.
+        if self._dialect == "postgres":
+            binary = doc.type().binary
+            kind = (_postgres_jsonb_typeof if binary else _postgres_json_typeof)(doc[key])
+        else:
+            kind = _duckdb_json_type(doc[key])
+        return kind.fill_null("null").lower() != "null"
+
+
+class ClickHouseJson:
+    """JSONType names the type of the key's value ('String', 'Int64', 'Double', 'Bool',
+    'Null'; 'Null' also for a missing key)."""
+
+    def text(self, doc: Any, key: str) -> Any:
+        return ibis.ifelse(
+            _clickhouse_type(doc, key) == "String", _clickhouse_string(doc, key), None
+        )
+
+    def number(self, doc: Any, key: str) -> Any:
+        kind = _clickhouse_type(doc, key)
+        return ibis.ifelse(
+            kind.isin(["Int64", "UInt64", "Double"]), _clickhouse_float(doc, key), None
+        )
+
+    def boolean(self, doc: Any, key: str) -> Any:
+        return ibis.ifelse(_clickhouse_type(doc, key) == "Bool", _clickhouse_bool(doc, key), None)
+
+    def present(self, doc: Any, key: str) -> Any:
+        return _clickhouse_has(doc, key) & (_clickhouse_type(doc, key) != "Null")
+
+
+class SparkJson:
+    """get_json_object returns the value as text (NULL when missing or null)."""
+
+    @staticmethod
+    def _path(key: str) -> str:
+        escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+        return f"$['{escaped}']"
+
+    def text(self, doc: Any, key: str) -> Any:
+        return _spark_get(doc, self._path(key))
+
+    def number(self, doc: Any, key: str) -> Any:
+        return _spark_get(doc, self._path(key)).try_cast("float64")
+
+    def boolean(self, doc: Any, key: str) -> Any:
+        value = _spark_get(doc, self._path(key))
+        return ibis.ifelse(value.isin(["true", "false"]), value == "true", None)
+
+    def present(self, doc: Any, key: str) -> Any:
+        return _spark_get(doc, self._path(key)).notnull()
+
+
+def json_access(dialect: Dialect) -> JsonAccess:
+    if dialect == "clickhouse":
+        return ClickHouseJson()
+    if dialect == "pyspark":
+        return SparkJson()
+    return NativeJson(dialect=dialect)
