@@ -212,14 +212,9 @@ def _time_strings(column: Column, fmt: str = _ISO) -> pa.Array:
 
 
 def _money(column: Column) -> pa.Array:
-    cents = np.asarray(column.values, dtype=np.int64)
-    mask = _mask(column)
-    whole = pa.array(np.abs(cents) // 100, pa.int64(), mask=mask).cast(pa.string())
-    part = pc.utf8_lpad(pa.array(np.abs(cents) % 100, pa.int64()).cast(pa.string()), 2, "0")
-    text = pc.binary_join_element_wise(whole, part, ".")
-    if (cents < 0).any():
-        text = pc.if_else(pa.array(cents < 0), pc.binary_join_element_wise("-", text, ""), text)
-    return text
+    # The shortest text of the double nearest to k/100 is k/100 itself: 12.5, 0.29, 240.
+    euros = np.asarray(column.values, dtype=np.int64) / 100
+    return pa.array(euros, pa.float64(), mask=_mask(column)).cast(pa.string())
 
 
 def _json_values(column: Column) -> pa.Array:
@@ -255,19 +250,40 @@ def _json_values(column: Column) -> pa.Array:
 
 def _json_objects(properties: Mapping[str, Property], rows: int) -> pa.Array:
     """One JSON object per row from named columns; missing values leave their key out."""
-    # Each present member is written with a leading comma, the first one's cut off below.
-    # (Arrow 26's null_handling="skip" drops rows that are null in every input.)
-    members: list[pa.Array] = [pa.array([""] * rows, pa.string())] if rows else []
+    if not rows:
+        return pa.array([], pa.string())
+    members: list[pa.Array] = []
+    optional = False
     for key, prop in properties.items():
         values = _json_lists(prop) if isinstance(prop, ObjectList) else _json_values(prop)
+        optional = optional or values.null_count > 0
         members.append(
             pc.binary_join_element_wise("," + orjson.dumps(key).decode() + ":", values, "")
         )
+    if not members:
+        return pa.repeat("{}", rows)
+    if not optional:
+        joined = pc.binary_join_element_wise(*members, "")
+    else:
+        # Arrow 26's null_handling="skip" drops rows that are null in every input: replace.
+        joined = pc.binary_join_element_wise(
+            *members, "", null_handling="replace", null_replacement=""
+        )
+    # Every member starts with a comma: the first one's makes way for the brace.
+    return pc.binary_join_element_wise("{", pc.utf8_slice_codeunits(joined, 1), "}", "")
+
+
+def _json_by_block(batch: EventBatch) -> pa.Array:
+    """Each block's JSON objects (few properties, mostly all present), then put in row order."""
+    rows = len(batch)
     if not rows:
         return pa.array([], pa.string())
-    joined = pc.binary_join_element_wise(*members, "", null_handling="replace", null_replacement="")
-    inner = pc.utf8_slice_codeunits(joined, 1)
-    return pc.binary_join_element_wise("{", inner, "}", "")
+    counts = np.bincount(batch.block, minlength=len(batch.blocks))
+    pieces = [
+        _json_objects(props, int(count)) for props, count in zip(batch.blocks, counts, strict=True)
+    ]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int64)
+    return pa.concat_arrays(pieces).take(pa.array(offsets[batch.block] + batch.block_row))
 
 
 def _json_lists(prop: ObjectList) -> pa.Array:
@@ -356,14 +372,14 @@ def _events_table(batch: EventBatch, prefix: str) -> pa.Table:
     return pa.table(
         [
             message_id,
-            pa.array(["track"] * rows, pa.string()) if rows else pa.array([], pa.string()),
+            pa.repeat("track", rows),
             pa.array(batch.event.vocabulary, pa.string()).take(pa.array(batch.event.values)),
             _id_strings(batch.user_id),
             pa.array(anonymous.vocabulary, pa.string()).take(
                 pa.array(anonymous.values, pa.int64(), mask=_mask(anonymous))
             ),
             pa.array(batch.timestamp, pa.int64()).cast(_TIMESTAMP),
-            _json_objects(batch.properties, rows),
+            _json_by_block(batch),
             _json_objects(batch.context, rows),
         ],
         schema=_EVENT_SCHEMA,
@@ -542,7 +558,7 @@ def _track_lines(table: pa.Table) -> pa.Array:
         member("timestamp", _time_strings_array(columns["timestamp"])),
         pc.binary_join_element_wise(',"properties":', columns["properties"], ""),
         pc.binary_join_element_wise(',"context":', columns["context"], ""),
-        pa.array(["}\n"] * len(table), pa.string()),
+        pa.repeat("}\n", len(table)),
     ]
     return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
 

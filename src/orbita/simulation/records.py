@@ -123,6 +123,9 @@ class EventBatch:
     in time order, so (customer, ordinal) names an event for good and gives it its messageId.
     `user_id` is missing on anonymous events and `anonymous_id` on identified ones that were
     never anonymous.
+
+    Properties are kept in blocks (one per kind of generated row, with only the properties
+    those rows have): row i's are row `block_row[i]` of `blocks[block[i]]`.
     """
 
     timestamp: Int64s
@@ -131,7 +134,9 @@ class EventBatch:
     event: Column
     user_id: Column
     anonymous_id: Column
-    properties: Mapping[str, Property]
+    blocks: Sequence[Mapping[str, Property]]
+    block: Int64s
+    block_row: Int64s
     context: Mapping[str, Column]
 
     def __len__(self) -> int:
@@ -145,26 +150,35 @@ class EventBatch:
             event=self.event.take(rows),
             user_id=self.user_id.take(rows),
             anonymous_id=self.anonymous_id.take(rows),
-            properties={k: v.take(rows) for k, v in self.properties.items()},
+            blocks=self.blocks,
+            block=self.block[rows],
+            block_row=self.block_row[rows],
             context={k: v.take(rows) for k, v in self.context.items()},
         )
 
     def names(self) -> list[str]:
         return [self.event.vocabulary[int(c)] for c in self.event.values]
 
+    def properties(self, index: int) -> dict[str, Any]:
+        """One event's properties as plain Python."""
+        block = self.blocks[int(self.block[index])]
+        at = int(self.block_row[index])
+        properties: dict[str, Any] = {}
+        for key, prop in block.items():
+            if not prop.present()[at]:
+                continue
+            if isinstance(prop, ObjectList):
+                first = int(prop.start[at])
+                properties[key] = [
+                    {k: c.python(i) for k, c in prop.items.items() if c.present()[i]}
+                    for i in range(first, first + int(prop.count[at]))
+                ]
+            else:
+                properties[key] = prop.python(at)
+        return properties
+
     def row(self, index: int) -> dict[str, Any]:
         """One event as a plain dict (tests, debugging)."""
-        properties: dict[str, Any] = {}
-        for key, prop in self.properties.items():
-            if isinstance(prop, ObjectList):
-                if prop.present()[index]:
-                    first = int(prop.start[index])
-                    properties[key] = [
-                        {k: c.python(i) for k, c in prop.items.items() if c.present()[i]}
-                        for i in range(first, first + int(prop.count[index]))
-                    ]
-            elif prop.present()[index]:
-                properties[key] = prop.python(index)
         return {
             "event": self.event.python(index),
             "timestamp": int(self.timestamp[index]),
@@ -172,7 +186,7 @@ class EventBatch:
             "ordinal": int(self.ordinal[index]),
             "userId": self.user_id.python(index),
             "anonymousId": self.anonymous_id.python(index),
-            "properties": properties,
+            "properties": self.properties(index),
             "context": {k: c.python(index) for k, c in self.context.items() if c.present()[index]},
         }
 

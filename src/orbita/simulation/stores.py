@@ -17,7 +17,7 @@ import numpy as np
 from orbita.simulation.calendar import DIURNAL, Calendar, at_local_hour
 from orbita.simulation.records import DAY_MS, HOUR_MS, Chunk, Int64s, LatentStates
 
-CHUNK = 20_000
+CHUNK = 10_000
 USER_PREFIX = "u"
 USER_WIDTH = 7
 

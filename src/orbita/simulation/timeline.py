@@ -182,9 +182,7 @@ class RowSet:
         time, customer, anonymous = time[final], customer[final], anonymous[final]
         codes, row_session, ordinal = codes[final], row_session[final], ordinal[final]
         source = source[final]
-        properties = {
-            key: prop.take(source) for key, prop in self._properties(in_session + at_time).items()
-        }
+        block, block_row, blocks_props = self._property_blocks(in_session + at_time, source)
         has_session = row_session >= 0
         context = self._context(context_keys, sessions, in_session, at_time, source)
         # Anonymous events carry only the anonymousId; a customer's sessions that began
@@ -207,7 +205,9 @@ class RowSet:
                 width=user_width,
             ),
             anonymous_id=text(customer, anonymous_ids, anonymous | session_anon),
-            properties=properties,
+            blocks=blocks_props,
+            block=block,
+            block_row=block_row,
             context=context,
         )
         return batch, session_start
@@ -241,27 +241,35 @@ class RowSet:
             context[key] = _concat_columns(key, model, parts, sizes).take(source)
         return context
 
-    def _properties(self, blocks: Sequence[_Block]) -> dict[str, Property]:
-        """Each property over all rows (block order), absent where a block lacks it."""
-        found: dict[str, Property] = {}
-        for block in blocks:
-            for key, prop in block.properties.items():
+    def _property_blocks(
+        self, blocks: Sequence[_Block], source: Int64s
+    ) -> tuple[Int64s, Int64s, list[Mapping[str, Property]]]:
+        """Properties stay in their blocks (no full-length columns of mostly nothing).
+
+        Returns, per final row, its block and its row within the block, and each block's
+        properties restricted to the rows that were kept, in the store's property order.
+        """
+        sizes = np.array([b.rows for b in blocks], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        row_block = np.searchsorted(offsets, source, side="right") - 1
+        kept = np.zeros(int(offsets[-1]), dtype=np.bool_)
+        kept[source] = True
+        # Kept rows before each position: a kept row's place within its block's kept rows.
+        kept_before = np.concatenate([[0], np.cumsum(kept)])
+        block_row = kept_before[source] - kept_before[offsets[row_block]]
+        result: list[Mapping[str, Property]] = []
+        for index, b in enumerate(blocks):
+            for key in b.properties:
                 if key not in self.property_order:
                     raise ValueError(f"property {key!r} has no place in the property order")
-                found.setdefault(key, prop)
-        out: dict[str, Property] = {}
-        for key in self.property_order:
-            if key not in found:
-                continue
-            model = found[key]
-            parts = [block.properties.get(key) for block in blocks]
-            sizes = [block.rows for block in blocks]
-            out[key] = (
-                _concat_lists(model, parts, sizes)
-                if isinstance(model, ObjectList)
-                else _concat_columns(key, model, parts, sizes)
-            )
-        return out
+            lo, hi = int(offsets[index]), int(offsets[index + 1])
+            keep = np.flatnonzero(kept[lo:hi])
+            ordered = {k: b.properties[k] for k in self.property_order if k in b.properties}
+            if len(keep) == b.rows:
+                result.append(ordered)
+            else:
+                result.append({k: p.take(keep) for k, p in ordered.items()})
+        return row_block.astype(np.int64), block_row.astype(np.int64), result
 
 
 def _cat(parts: Sequence[npt.NDArray[Any] | None], dtype: type) -> npt.NDArray[Any]:
