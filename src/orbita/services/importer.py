@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -465,6 +465,7 @@ _VECTOR_COLUMNS = frozenset(
 _TEXT_COLUMNS = _VECTOR_COLUMNS - {"timestamp"}
 # Room left in a message for its keys, quotes and the timestamp when judging its size.
 _ENVELOPE_BYTES = 512
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _use_vectorised(path: Path, fmt: str, kind: Kind, wanted: bool | None) -> bool:
@@ -525,7 +526,9 @@ def _vectorised_rows(path: Path, parser: _RowParser) -> Iterator[Parsed]:
         clean = pc.and_(clean, pc.and_(_fits(user_id, 255), _fits(anonymous_id, 255)))
 
         if "timestamp" in batch.schema.names:
-            stamps = batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")).to_pylist()
+            # Integers, not datetimes, out of Arrow: 5x faster than its aware datetimes.
+            micros = batch.column("timestamp").cast(pa.timestamp("us", tz="UTC"))
+            stamps = micros.cast(pa.int64()).to_pylist()
         else:
             stamps = [None] * n
         ok = clean.to_pylist()
@@ -540,11 +543,13 @@ def _vectorised_rows(path: Path, parser: _RowParser) -> Iterator[Parsed]:
                 props = _object_or_none(properties[i])
                 ctx = _object_or_none(contexts[i])
                 if props is not None and ctx is not None:
-                    # Characters to bytes: at most 6 each as JSON ("\\u0001"); the slow path
-                    # measures exactly when a message might be near the limit.
-                    chars = sum(len(v or "") for v in (ids[i], events[i], users[i], anonymous[i]))
-                    size = 6 * chars + len(orjson.dumps(props)) + len(orjson.dumps(ctx))
-                    if size <= limit:
+                    # A bound, not a measurement: a character is at most 6 bytes once
+                    # written as JSON ("\\u0001", or 4.5 for a number such as 1e15). A row
+                    # over it is measured exactly by the per-row path.
+                    chars = len(ids[i]) + len(events[i]) + len(users[i] or "")
+                    chars += len(anonymous[i] or "")
+                    chars += len(properties[i] or "") + len(contexts[i] or "")
+                    if 6 * chars <= limit:
                         stamp = stamps[i]
                         record = EventRecord(
                             message_id=ids[i],
@@ -554,7 +559,9 @@ def _vectorised_rows(path: Path, parser: _RowParser) -> Iterator[Parsed]:
                             anonymous_id=anonymous[i],
                             properties=props,
                             context=ctx,
-                            timestamp=received_at if stamp is None else stamp.astimezone(UTC),
+                            timestamp=received_at
+                            if stamp is None
+                            else _EPOCH + timedelta(microseconds=stamp),
                             received_at=received_at,
                         )
             if record is not None:
