@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -242,8 +243,20 @@ class _Compiler:
 
     def members(self, condition: Condition) -> Expr:
         """A table of one column, customer_id, each member once."""
+        return self._expr(self._set(condition))
+
+    def _set(self, condition: Condition) -> _Members:
         if isinstance(condition, EventCondition):
             return self._event(condition)
+        if isinstance(condition, AllOf):
+            return self._all(condition)
+        if isinstance(condition, Not):
+            return _Members(base=None, excluded=(self.members(condition.condition),))
+        if isinstance(condition, SegmentRef):
+            return self._reference(condition.segment)
+        return _Members(base=self._leaf(condition))
+
+    def _leaf(self, condition: Condition) -> Expr:
         if isinstance(condition, TraitCondition):
             return self._trait(condition)
         if isinstance(condition, ComputedTraitCondition):
@@ -253,18 +266,22 @@ class _Compiler:
         if isinstance(condition, RfmCell):
             cells = self.tables.rfm_cells
             return cells.filter(cells.cell == condition.rfm).select("customer_id").distinct()
-        if isinstance(condition, SegmentRef):
-            return self._reference(condition.segment)
         if isinstance(condition, SequenceCondition):
             return self._sequence(condition)
-        if isinstance(condition, AllOf):
-            return self._all(condition)
         if isinstance(condition, AnyOf):
             members = [self.members(child) for child in condition.any]
             return members[0] if len(members) == 1 else ibis.union(*members, distinct=True)
-        if isinstance(condition, Not):
-            return self._everyone_but(self.members(condition.condition))
         raise UserError(f"cannot compile condition {condition!r}")
+
+    def _expr(self, members: _Members) -> Expr:
+        if members.base is not None and not members.excluded:
+            return members.base
+        result = members.base
+        if result is None:
+            result = self.tables.customers.select("customer_id")
+        for excluded in members.excluded:
+            result = result.anti_join(excluded, "customer_id")
+        return result.select("customer_id")
 
     # -- events -------------------------------------------------------------------------
 
@@ -284,22 +301,22 @@ class _Compiler:
         values = _json_values(self.json, events.properties, test.property)
         return value_test(test.op, test.value, values, as_of=self.as_of)
 
-    def _event(self, condition: EventCondition) -> Expr:
+    def _event(self, condition: EventCondition) -> _Members:
         events = self._matching_events(condition, self.tables.events)
         aggregate = condition.aggregate
         if aggregate.function == "count" and aggregate.compare in _AT_LEAST_ONCE:
-            return events.select("customer_id").distinct()
+            return _Members(base=events.select("customer_id").distinct())
         if aggregate.function == "count" and aggregate.compare in _NEVER:
-            return self._everyone_but(events.select("customer_id"))
+            return _Members(base=None, excluded=(events.select("customer_id"),))
         per_customer = self._aggregate(
             events, aggregate.function, aggregate.property, aggregate.compare.value
         )
         if aggregate.zero_holds:
             # Customers without events hold too: everyone but those whose total fails.
             failing = per_customer.filter(~_comparison(per_customer.value, aggregate.compare))
-            return self._everyone_but(failing.select("customer_id"))
+            return _Members(base=None, excluded=(failing.select("customer_id"),))
         passing = per_customer.filter(_comparison(per_customer.value, aggregate.compare))
-        return passing.select("customer_id")
+        return _Members(base=passing.select("customer_id"))
 
     def _aggregate(self, events: Expr, function: str, prop: str | None, like: object) -> Expr:
         """(customer_id, value) per customer with matching events; `like` is a value of the
@@ -428,26 +445,20 @@ class _Compiler:
 
     # -- combinations ---------------------------------------------------------------------
 
-    def _all(self, condition: AllOf) -> Expr:
-        positive = [c for c in condition.all if not isinstance(c, Not)]
-        negative = [c.condition for c in condition.all if isinstance(c, Not)]
-        if positive:
-            result = self.members(positive[0])
-            for child in positive[1:]:
-                result = result.semi_join(self.members(child), "customer_id")
-        else:
-            result = self.tables.customers.select("customer_id")
-        for excluded in negative:
-            result = result.anti_join(self.members(excluded), "customer_id")
-        return result.select("customer_id")
+    def _all(self, condition: AllOf) -> _Members:
+        parts = [self._set(child) for child in condition.all]
+        bases = [part.base for part in parts if part.base is not None]
+        base = None
+        if bases:
+            base = bases[0]
+            for other in bases[1:]:
+                base = base.semi_join(other, "customer_id").select("customer_id")
+        excluded = tuple(expr for part in parts for expr in part.excluded)
+        return _Members(base=base, excluded=excluded)
 
-    def _everyone_but(self, excluded: Expr) -> Expr:
-        customers = self.tables.customers.select("customer_id")
-        return customers.anti_join(excluded, "customer_id").select("customer_id")
-
-    def _reference(self, name: str) -> Expr:
+    def _reference(self, name: str) -> _Members:
         if self.resolve is not None:
-            return self.resolve(name)
+            return _Members(base=self.resolve(name))
         if name in self._inlining:
             cycle = " -> ".join([*self._inlining[self._inlining.index(name) :], name])
             raise UserError(f"segments refer to each other in a cycle: {cycle}")
@@ -456,9 +467,19 @@ class _Compiler:
             raise UserError(f"unknown segment {name!r}")
         self._inlining.append(name)
         try:
-            return self.members(segment.condition)
+            return self._set(segment.condition)
         finally:
             self._inlining.pop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Members:
+    """Members as `base` (None: every customer) minus each of `excluded`. Kept apart until
+    the end so that `all` anti-joins absences and `not`s onto its other conditions, as a
+    person writes it, instead of first building "every customer but ..." tables."""
+
+    base: Expr | None
+    excluded: tuple[Expr, ...] = ()
 
 
 _AT_LEAST_ONCE = (Comparison(op=">=", value=1.0), Comparison(op=">", value=0.0))
