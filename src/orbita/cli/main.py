@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Annotated
 
 import typer
@@ -70,9 +69,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API (and, as they land, the UI and workers) on this workspace."""
-    # `serve` is where one edge starts another: the API is loaded by name, at run time, so
-    # the layers contract (edges never import each other) still holds for everything else.
-    run_server = importlib.import_module("orbita.api.server").serve
+    from orbita.api.server import serve as run_server  # the API's imports only when serving
 
     settings = settings_for(workspace)
 
