@@ -51,8 +51,9 @@ from orbita.model.segments import (
 __all__ = ["anniversary_days", "compile_many", "compile_segment", "to_sql", "window_bounds"]
 
 Expr = Any  # Ibis ships no type stubs that mypy can use; expressions stay Any here.
-Resolver = Callable[[str], Expr]
-"""Given a segment name, a table with its members' customer_id (e.g. a materialised one)."""
+Resolver = Callable[[str], Expr | None]
+"""Given a segment name, a table with its members' customer_id (a materialised one, say),
+or None to inline the segment's definition."""
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "==": operator.eq,
@@ -239,6 +240,9 @@ class _Compiler:
         self.resolve = resolve
         self._inlining: list[str] = []
 
+    def enter(self, name: str) -> None:
+        self._inlining.append(name)
+
     # -- entry --------------------------------------------------------------------------
 
     def members(self, condition: Condition) -> Expr:
@@ -355,7 +359,7 @@ class _Compiler:
         ]
         if condition.negated:
             # Only once the whole gap has passed do we know that nothing followed.
-            waited = first.filter(first.at + gap <= _timestamp(self.as_of))
+            waited = first.filter(first.at <= _timestamp(self.as_of - condition.within))
             return waited.anti_join(follow, on).select("customer_id").distinct()
         return first.semi_join(follow, on).select("customer_id").distinct()
 
@@ -457,8 +461,9 @@ class _Compiler:
         return _Members(base=base, excluded=excluded)
 
     def _reference(self, name: str) -> _Members:
-        if self.resolve is not None:
-            return _Members(base=self.resolve(name))
+        resolved = self.resolve(name) if self.resolve is not None else None
+        if resolved is not None:
+            return _Members(base=resolved)
         if name in self._inlining:
             cycle = " -> ".join([*self._inlining[self._inlining.index(name) :], name])
             raise UserError(f"segments refer to each other in a cycle: {cycle}")
@@ -510,11 +515,13 @@ def compile_segment(
     segments: Mapping[str, Segment] | None = None,
     computed_traits: Mapping[str, ComputedTrait] | None = None,
     resolve: Resolver | None = None,
+    name: str | None = None,
 ) -> Expr:
     """The members of a segment at `as_of`: an Ibis table with one column, customer_id.
 
-    References to other segments are inlined from `segments`, or, when `resolve` is given,
-    read from the table it returns (a materialised membership, say).
+    References to other segments are inlined from `segments`, or read from the table
+    `resolve` returns for them (a materialised membership, say). `name` is the segment's
+    own name, so that a cycle back to it is reported from its start.
     """
     compiler = _Compiler(
         as_of=as_of,
@@ -523,6 +530,8 @@ def compile_segment(
         computed_traits=computed_traits or {},
         resolve=resolve,
     )
+    if name is not None:
+        compiler.enter(name)
     condition: Condition = segment.condition if isinstance(segment, Segment) else segment
     return compiler.members(condition)
 
@@ -543,6 +552,7 @@ def compile_many(
             tables=tables,
             segments=segments,
             computed_traits=computed_traits,
+            name=name,
         )
         for name, segment in segments.items()
     }

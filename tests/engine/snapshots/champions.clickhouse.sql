@@ -1,0 +1,5 @@
+SELECT DISTINCT
+  "t0"."customer_id" AS "customer_id"
+FROM "rfm_cells" AS "t0"
+WHERE
+  "t0"."cell" = 'champions'
