@@ -110,3 +110,20 @@ def test_resolver_reads_materialised_members() -> None:
     sql = to_sql(expr, dialect="duckdb")
     assert "members_lapsed_30d" in sql
     assert "SUM(" in sql  # big_spenders, inlined
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"trait": "created_at", "eq": "yesterday"}, "'created_at' holds a date"),
+        ({"trait": "email", "gt": 3}, "'email' holds a text: it cannot be compared with a number"),
+        ({"predicted": "ltv", "eq": "high"}, "'ltv' holds a number"),
+        ({"computed": "nope", "gt": 3}, "unknown computed trait 'nope'"),
+    ],
+)
+def test_type_errors_on_typed_columns(spec: dict[str, object], message: str) -> None:
+    from orbita.core.errors import UserError
+    from orbita.model.segments import parse_segment
+
+    with pytest.raises(UserError, match=message):
+        compile_segment(parse_segment(spec), as_of=AS_OF, computed_traits=COMPUTED_TRAITS)

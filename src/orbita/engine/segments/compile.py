@@ -48,7 +48,14 @@ from orbita.model.segments import (
     Window,
 )
 
-__all__ = ["anniversary_days", "compile_many", "compile_segment", "to_sql", "window_bounds"]
+__all__ = [
+    "anniversary_days",
+    "compile_many",
+    "compile_segment",
+    "sample_value",
+    "to_sql",
+    "window_bounds",
+]
 
 Expr = Any  # Ibis ships no type stubs that mypy can use; expressions stay Any here.
 Resolver = Callable[[str], Expr | None]
@@ -152,19 +159,22 @@ def _month_day_of_text(text: Expr) -> Expr:
 
 
 def _typed_column(column: Expr, *, kind: str, name: str) -> _Values:
-    """A profile column: only the reader of its own type makes sense."""
+    """A typed column (`kind`: text, number or date): only the reader of its type works."""
 
-    def wrong(wanted: str) -> Callable[[], Expr]:
+    def reader(own: str) -> Callable[[], Expr]:
+        if own == kind:
+            return lambda: column
+
         def fail() -> Expr:
-            raise UserError(f"trait {name!r} is {kind}: it cannot be compared with {wanted}")
+            raise UserError(f"{name!r} holds a {kind}: it cannot be compared with a {own}")
 
         return fail
 
     return _Values(
-        text=(lambda: column) if kind == "text" else wrong("a text"),
-        number=wrong("a number") if kind != "number" else (lambda: column),
-        boolean=wrong("true/false"),
-        timestamp=(lambda: column) if kind == "a date" else wrong("a date"),
+        text=reader("text"),
+        number=reader("number"),
+        boolean=reader("true/false"),
+        timestamp=reader("date"),
         present=lambda: column.notnull(),
     )
 
@@ -371,7 +381,7 @@ class _Compiler:
         if name in PROFILE_TEXT:
             values = _typed_column(customers[name], kind="text", name=name)
         elif name in PROFILE_TIMES:
-            values = _typed_column(customers[name], kind="a date", name=name)
+            values = _typed_column(customers[name], kind="date", name=name)
         else:
             values = _json_values(self.json, customers.traits, name)
         test = value_test(condition.op, condition.value, values, as_of=self.as_of)
@@ -382,7 +392,7 @@ class _Compiler:
         if trait is None:
             raise UserError(f"unknown computed trait {condition.computed!r}")
         values = self._computed_values(trait)
-        test_reader = _reader_for(values, _sample(condition))
+        test_reader = _reader_for(values, sample_value(condition))
         # Every customer gets a value (NULL, or 0 for count and sum) so that tests like
         # `eq: 0` and `ne` see customers without events.
         table = test_reader()
@@ -495,8 +505,9 @@ _NEVER = (
 )
 
 
-def _sample(condition: ComputedTraitCondition) -> object:
-    """A value of the type the test compares with (None for exists)."""
+def sample_value(condition: ComputedTraitCondition) -> object:
+    """A value of the type the test compares with (None for exists): it decides whether a
+    computed trait over a property reads that property as text, number or date."""
     value = condition.value
     if condition.op in ("in", "between"):
         return value[0]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orbita.core.errors import UserError
-from orbita.engine.segments.compile import anniversary_days, window_bounds
+from orbita.engine.segments.compile import anniversary_days, sample_value, window_bounds
 from orbita.engine.segments.tables import PROFILE_TEXT, PROFILE_TIMES
 from orbita.model.segments import (
     AllOf,
@@ -295,7 +295,7 @@ class _Evaluator:
 
     def _computed(self, condition: ComputedTraitCondition) -> set[int]:
         trait = self.computed_traits[condition.computed]
-        like = _sample(condition, as_of=self.as_of)
+        like = sample_value(condition)
         values = self.computed_values(trait, like=like)
         members = set()
         for customer in self.data.everyone:
@@ -356,17 +356,6 @@ def _aggregate(events: Sequence[Row], function: str, prop: str | None, like: obj
         "max": max,
     }
     return reducers[function](numbers)
-
-
-def _sample(condition: ComputedTraitCondition, *, as_of: datetime) -> object:
-    value = condition.value
-    if condition.op in ("in", "between"):
-        return value[0]
-    if condition.op in ("before", "within", "within_next", "anniversary_within"):
-        return as_of
-    if condition.op == "exists":
-        return None
-    return value
 
 
 def evaluate(
