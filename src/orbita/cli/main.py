@@ -27,9 +27,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold keys and customer data
 )
-app.add_typer(imports.app, name="import")
-app.add_typer(customers.app, name="customers")
-app.command("generate")(generate.generate)
 
 
 @app.command()
@@ -112,6 +109,12 @@ def demo(
         return
     generate.show_loaded(loaded)
     summary_tables(console(), summary)
+
+
+# After the commands above, so `orbita --help` lists them in the order a newcomer uses them.
+app.add_typer(imports.app, name="import")
+app.command("generate")(generate.generate)
+app.add_typer(customers.app, name="customers")
 
 
 def main() -> None:
