@@ -16,6 +16,7 @@ import pytest
 import orbita.simulation.stores as stores
 from orbita.core.errors import UserError
 from orbita.model.messages import MESSAGE, Identify, Track
+from orbita.services import generate
 from orbita.services.generate import DEFAULT_END, GenerateReport, generate_store
 from orbita.services.importer import import_customers, import_events
 from orbita.services.workspace import Workspace
@@ -187,3 +188,16 @@ def test_the_importer_takes_the_generated_files(
     events = import_events(workspace=embedded_workspace, path=report.events_path)
     assert people.rows == people.stored == 40
     assert events.rows == events.stored == report.events
+
+
+def test_worker_threads_write_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stores, "CHUNK", 100)
+    single = _generate(tmp_path / "one", customers=320, fmt="parquet")
+    monkeypatch.setattr(generate, "PARALLEL_FROM_CHUNKS", 2)
+    monkeypatch.setattr(generate, "MAX_WORKERS", 2)
+    parallel = _generate(tmp_path / "two", customers=320, fmt="parquet")
+    assert parallel.events == single.events
+    for name in ("customers.parquet", "events.parquet", "truth.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()

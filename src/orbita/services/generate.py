@@ -11,12 +11,14 @@ output. Memory stays at about one chunk plus one window, whatever the number of 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import numpy as np
 import orjson
@@ -27,6 +29,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from orbita.core.errors import UserError
+from orbita.simulation import stores
 from orbita.simulation.records import (
     DAY_MS,
     Column,
@@ -36,15 +39,17 @@ from orbita.simulation.records import (
     ObjectList,
     Property,
 )
-from orbita.simulation.stores import CHUNK, STORES, Store, make_store, sum_counters
+from orbita.simulation.stores import STORES, Store, make_store, sum_counters
 
 FORMATS = ("parquet", "jsonl", "csv")
 # The generated history ends here unless `start` says otherwise: output is reproducible.
 DEFAULT_END = datetime(2026, 11, 1, tzinfo=UTC)
+# Chunks are made by several threads from this many chunks on.
+PARALLEL_FROM_CHUNKS = 4
+MAX_WORKERS = 4
 # Parquet row groups of about this many rows: large enough for fast scans.
 ROW_GROUP_ROWS = 500_000
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
-_ISO = "%Y-%m-%dT%H:%M:%S.000Z"  # Arrow prints the milliseconds of ms timestamps itself
 _EVENT_SCHEMA = pa.schema(
     [
         ("messageId", pa.string()),
@@ -102,7 +107,10 @@ def generate_store(
         raise UserError("start must be time zone-aware (for example 2025-11-01T00:00:00Z)")
     start = start.astimezone(UTC)
 
-    generator = make_store(store=store, seed=seed, customers=customers, start=start, days=days)
+    chunk_size = stores.CHUNK
+    generator = make_store(
+        store=store, seed=seed, customers=customers, start=start, days=days, chunk_size=chunk_size
+    )
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "customers": out / f"customers.{fmt}",
@@ -117,29 +125,28 @@ def generate_store(
 
     with tempfile.TemporaryDirectory(dir=out, prefix=".generate-") as tmp:
         scratch = Path(tmp)
-        chunk_files: list[Path] = []
+        jobs = [
+            _Job(
+                index=index,
+                path=scratch / f"chunk-{index:06d}.arrow",
+                fmt=fmt,
+                prefix=message_prefix,
+                window_ms=window_days * DAY_MS,
+                windows=windows,
+            )
+            for index in range(generator.chunks)
+        ]
+        done = 0
         with _writer(fmt, paths["customers"].with_suffix(".partial"), "customers") as people:
             notify(0, customers)
-            for index in range(generator.chunks):
-                chunk = generator.chunk(index)
-                people.write(_customers_table(chunk.customers, message_prefix, fmt))
-                events = _events_table(chunk.events, message_prefix)
-                path = scratch / f"chunk-{index:06d}.arrow"
-                _write_windows(
-                    path,
-                    events,
-                    chunk.events.timestamp,
-                    start_ms=generator.calendar.start_ms,
-                    window_ms=window_days * DAY_MS,
-                    windows=windows,
-                )
-                chunk_files.append(path)
-                counters.append(chunk.counters)
-                notify(min((index + 1) * CHUNK, customers), customers)
-                del chunk, events
+            for made in _run(generator, jobs):
+                people.write(made.customers)
+                counters.append(made.counters)
+                done += made.customers.num_rows
+                notify(done, customers)
         total_events = 0
         with _writer(fmt, paths["events"].with_suffix(".partial"), "events") as writer:
-            for table in _merged_windows(chunk_files, windows):
+            for table in _merged_windows([job.path for job in jobs], windows):
                 total_events += table.num_rows
                 writer.write(table)
     paths["customers"].with_suffix(".partial").replace(paths["customers"])
@@ -160,21 +167,75 @@ def generate_store(
     )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One chunk to make: its customers come back, its events go to `path` by window."""
+
+    index: int
+    path: Path
+    fmt: str
+    prefix: str
+    window_ms: int
+    windows: int
+
+
+@dataclass(frozen=True)
+class _Made:
+    customers: pa.Table
+    counters: Mapping[str, float]
+
+
+def _make(generator: Store, job: _Job) -> _Made:
+    """Pass one for one chunk."""
+    chunk = generator.chunk(job.index)
+    events = _events_table(chunk.events, job.prefix)
+    _write_windows(
+        job.path,
+        events,
+        chunk.events.timestamp,
+        start_ms=generator.calendar.start_ms,
+        window_ms=job.window_ms,
+        windows=job.windows,
+    )
+    customers = _customers_table(chunk.customers, job.prefix, job.fmt)
+    return _Made(customers=customers, counters=chunk.counters)
+
+
+def _run(generator: Store, jobs: Sequence[_Job]) -> Iterator[_Made]:
+    """Chunks in order; with enough of them, made by a thread per core.
+
+    numpy and Arrow release the GIL in their kernels, which is where the time goes, so
+    threads use both cores without processes (no pickling, no re-imported __main__).
+    """
+    workers = min(MAX_WORKERS, len(os.sched_getaffinity(0)), len(jobs))
+    if len(jobs) < PARALLEL_FROM_CHUNKS or workers < 2:
+        yield from (_make(generator, job) for job in jobs)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # At most two chunks per thread in flight: memory stays bounded.
+        pending = [pool.submit(_make, generator, job) for job in jobs[: 2 * workers]]
+        for job in jobs[2 * workers :]:
+            yield pending.pop(0).result()
+            pending.append(pool.submit(_make, generator, job))
+        for future in pending:
+            yield future.result()
+
+
 def _truth(generator: Store, *, seed: int, realised: Mapping[str, float]) -> dict[str, Any]:
     calendar = generator.calendar
     generated = {
         "seed": seed,
         "customers": generator.customers,
         "days": calendar.days,
-        "start": _iso(calendar.start_ms),
-        "end": _iso(calendar.end_ms),
+        "start": _iso_text(calendar.start_ms),
+        "end": _iso_text(calendar.end_ms),
         "operational_days": round(calendar.operational_days, 6),
     }
     counts = {k: (int(v) if float(v).is_integer() else round(v, 2)) for k, v in realised.items()}
     return {**generator.truth(), "generated": generated, "realised": counts}
 
 
-def _iso(ms: int) -> str:
+def _iso_text(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -190,25 +251,36 @@ def _vocabulary_json(vocabulary: Sequence[str]) -> pa.Array:
     return pa.array([orjson.dumps(v).decode() for v in vocabulary], pa.string())
 
 
-def _quoted(values: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise('"', values, '"', "")
-
-
 def _id_strings(column: Column) -> pa.Array:
-    digits = pa.array(column.values, pa.int64(), mask=_mask(column)).cast(pa.string())
-    if column.width:
-        digits = pc.utf8_lpad(digits, width=column.width, padding="0")
+    values = np.asarray(column.values, dtype=np.int64)
+    if column.width and len(values) and values.min() >= 0:
+        # Zero-padding without utf8_lpad (slow): print value + 10**width, drop the leading 1.
+        padded = np.maximum(values, 0) + 10**column.width
+        digits = pa.array(padded, pa.int64(), mask=_mask(column)).cast(pa.string())
+        wide = values >= 10**column.width
+        digits = pc.utf8_slice_codeunits(digits, 1)
+        if wide.any():  # more digits than the width: print as they are
+            plain = pa.array(values, pa.int64(), mask=_mask(column)).cast(pa.string())
+            digits = pc.if_else(pa.array(wide), plain, digits)
+    else:
+        digits = pa.array(values, pa.int64(), mask=_mask(column)).cast(pa.string())
+        if column.width:
+            digits = pc.utf8_lpad(digits, width=column.width, padding="0")
     if column.prefix:
         digits = pc.binary_join_element_wise(column.prefix, digits, "")
     return digits
 
 
-def _time_strings(column: Column, fmt: str = _ISO) -> pa.Array:
+def _time_strings(column: Column, *, date_only: bool = False) -> pa.Array:
     stamps = pa.array(column.values, pa.int64(), mask=_mask(column)).cast(_TIMESTAMP)
-    if fmt == _ISO:
-        # strftime's %S prints ".mmm" for millisecond timestamps: use it, add the zone.
-        return pc.binary_join_element_wise(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
-    return pc.strftime(stamps, format=fmt)
+    if date_only:
+        return pc.strftime(stamps, format="%Y-%m-%d")
+    return _iso(stamps)
+
+
+def _iso(stamps: pa.Array) -> pa.Array:
+    """ISO 8601 in UTC with milliseconds: strftime's %S prints ".mmm" for ms timestamps."""
+    return pc.binary_join_element_wise(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
 
 
 def _money(column: Column) -> pa.Array:
@@ -217,59 +289,105 @@ def _money(column: Column) -> pa.Array:
     return pa.array(euros, pa.float64(), mask=_mask(column)).cast(pa.string())
 
 
-def _json_values(column: Column) -> pa.Array:
-    """Each value as JSON text (null where missing)."""
+Part: TypeAlias = "pa.Array | str"  # an Arrow string array, or a constant
+
+
+def _json_parts(column: Column) -> list[Part]:
+    """Pieces whose concatenation is each value's JSON text (null where missing).
+
+    Constant pieces stay Python strings so that one join at the end writes the whole object.
+    """
     mask = _mask(column)
     match column.kind:
         case Kind.INT:
-            return pa.array(column.values, pa.int64(), mask=mask).cast(pa.string())
+            return [pa.array(column.values, pa.int64(), mask=mask).cast(pa.string())]
         case Kind.FLOAT:
             rounded = np.round(np.asarray(column.values, dtype=np.float64), 4)
-            return pa.array(rounded, pa.float64(), mask=mask).cast(pa.string())
+            return [pa.array(rounded, pa.float64(), mask=mask).cast(pa.string())]
         case Kind.MONEY:
-            return _money(column)
+            return [_money(column)]
         case Kind.BOOL:
             flags = pa.array(column.values, pa.bool_(), mask=mask)
-            return pc.if_else(flags, "true", "false")
+            return [pc.if_else(flags, "true", "false")]
         case Kind.TEXT:
             codes = pa.array(column.values, pa.int64(), mask=mask)
-            return _vocabulary_json(column.vocabulary).take(codes)
+            return [_vocabulary_json(column.vocabulary).take(codes)]
         case Kind.ID:
-            return _quoted(_id_strings(column))
+            digits = pa.array(column.values, pa.int64(), mask=mask).cast(pa.string())
+            if column.width:
+                digits = pc.utf8_lpad(digits, width=column.width, padding="0")
+            return ['"' + column.prefix, digits, '"']
         case Kind.TIME:
-            return _quoted(_time_strings(column))
+            stamps = pa.array(column.values, pa.int64(), mask=mask).cast(_TIMESTAMP)
+            return ['"', pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), 'Z"']
         case Kind.DATE:
-            return _quoted(_time_strings(column, "%Y-%m-%d"))
+            stamps = pa.array(column.values, pa.int64(), mask=mask).cast(_TIMESTAMP)
+            return ['"', pc.strftime(stamps, format="%Y-%m-%d"), '"']
         case Kind.STR:
-            return pa.array(
-                [None if v is None else orjson.dumps(v).decode() for v in column.values],
-                pa.string(),
-                mask=mask,
-            )
+            return [
+                pa.array(
+                    [None if v is None else orjson.dumps(v).decode() for v in column.values],
+                    pa.string(),
+                    mask=mask,
+                )
+            ]
+
+
+def _join(parts: Sequence[Part], *, nulls: str = "emit_null") -> pa.Array:
+    merged: list[Part] = []
+    for part in parts:  # neighbouring constants become one
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    if not any(isinstance(p, pa.Array) for p in merged):
+        raise ValueError("a join needs at least one array")
+    return pc.binary_join_element_wise(*merged, "", null_handling=nulls, null_replacement="")
+
+
+def _json_values(column: Column) -> pa.Array:
+    """Each value as JSON text (null where missing)."""
+    parts = _json_parts(column)
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], pa.Array) else _join(parts)
 
 
 def _json_objects(properties: Mapping[str, Property], rows: int) -> pa.Array:
-    """One JSON object per row from named columns; missing values leave their key out."""
+    """One JSON object per row from named columns; missing values leave their key out.
+
+    Values that are always present go straight into one final join with their keys;
+    a value that may be missing first becomes a `,"key":value` member that is null when
+    the value is, and the final join replaces those nulls with nothing.
+    """
     if not rows:
         return pa.array([], pa.string())
-    members: list[pa.Array] = []
+    parts: list[Part] = ["{"]
     optional = False
+    first = True
     for key, prop in properties.items():
-        values = _json_lists(prop) if isinstance(prop, ObjectList) else _json_values(prop)
-        optional = optional or values.null_count > 0
-        members.append(
-            pc.binary_join_element_wise("," + orjson.dumps(key).decode() + ":", values, "")
-        )
-    if not members:
+        values = [_json_lists(prop)] if isinstance(prop, ObjectList) else _json_parts(prop)
+        label = ("" if first else ",") + orjson.dumps(key).decode() + ":"
+        if prop.valid is None or bool(prop.valid.all()):
+            parts.extend([label, *values])
+        elif first:
+            # A missing first member would leave a comma after the brace: join the object
+            # with leading commas everywhere and cut the first one instead.
+            return _json_objects_cut(properties, rows)
+        else:
+            optional = True
+            parts.append(_join([label, *values]))
+        first = False
+    parts.append("}")
+    if first:
         return pa.repeat("{}", rows)
-    if not optional:
-        joined = pc.binary_join_element_wise(*members, "")
-    else:
-        # Arrow 26's null_handling="skip" drops rows that are null in every input: replace.
-        joined = pc.binary_join_element_wise(
-            *members, "", null_handling="replace", null_replacement=""
-        )
-    # Every member starts with a comma: the first one's makes way for the brace.
+    return _join(parts, nulls="replace" if optional else "emit_null")
+
+
+def _json_objects_cut(properties: Mapping[str, Property], rows: int) -> pa.Array:
+    members: list[Part] = []
+    for key, prop in properties.items():
+        values = [_json_lists(prop)] if isinstance(prop, ObjectList) else _json_parts(prop)
+        members.append(_join(["," + orjson.dumps(key).decode() + ":", *values]))
+    joined = _join([pa.repeat("", rows), *members], nulls="replace")
     return pc.binary_join_element_wise("{", pc.utf8_slice_codeunits(joined, 1), "}", "")
 
 
@@ -321,7 +439,7 @@ def _plain(column: Column) -> pa.Array:
         case Kind.TIME:
             return _time_strings(column)
         case Kind.DATE:
-            return _time_strings(column, "%Y-%m-%d")
+            return _time_strings(column, date_only=True)
         case Kind.STR:
             return pa.array(list(column.values), pa.string(), mask=mask)
 
@@ -359,12 +477,17 @@ def _customers_table(batch: CustomerBatch, prefix: str, fmt: str) -> pa.Table:
 def _events_table(batch: EventBatch, prefix: str) -> pa.Table:
     """Events as track rows in the canonical (Parquet) shape."""
     rows = len(batch)
-    user_number = Column(
-        Kind.ID, batch.customer + 1, prefix=batch.user_id.prefix, width=batch.user_id.width
+    # A chunk has few customers and many events: print each userId once, then look it up.
+    first = int(batch.customer.min()) if rows else 0
+    local = batch.customer - first
+    numbers = np.arange(first + 1, first + 2 + int(local.max() if rows else 0), dtype=np.int64)
+    users = _id_strings(
+        Column(Kind.ID, numbers, prefix=batch.user_id.prefix, width=batch.user_id.width)
     )
+    user_ids = users.take(pa.array(local, pa.int64(), mask=_mask(batch.user_id)))
     message_id = pc.binary_join_element_wise(
         prefix.removesuffix("-"),
-        _id_strings(user_number),
+        users.take(pa.array(local)),
         pa.array(batch.ordinal, pa.int64()).cast(pa.string()),
         "-",
     )
@@ -374,7 +497,7 @@ def _events_table(batch: EventBatch, prefix: str) -> pa.Table:
             message_id,
             pa.repeat("track", rows),
             pa.array(batch.event.vocabulary, pa.string()).take(pa.array(batch.event.values)),
-            _id_strings(batch.user_id),
+            user_ids,
             pa.array(anonymous.vocabulary, pa.string()).take(
                 pa.array(anonymous.values, pa.int64(), mask=_mask(anonymous))
             ),
@@ -408,8 +531,7 @@ def _write_windows(
     ):
         for window in range(windows):
             lo, hi = int(bounds[window]), int(bounds[window + 1])
-            piece = table.slice(lo, hi - lo).combine_chunks()
-            w.write_batch(_one_batch(piece))
+            w.write_batch(_one_batch(table.slice(lo, hi - lo)))
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
@@ -425,7 +547,8 @@ def _merged_windows(paths: Sequence[Path], windows: int) -> Iterator[pa.Table]:
     Chunks hold increasing customer numbers and each chunk's window is already in that
     order, so a stable sort by timestamp alone gives the global order.
     """
-    readers = [ipc.open_file(pa.memory_map(str(p))) for p in paths]
+    # Plain reads, not memory maps: mapped pages would count against the process as it runs.
+    readers = [ipc.open_file(pa.OSFile(str(p))) for p in paths]
     for window in range(windows):
         pieces = [r.get_batch(window) for r in readers]
         table = pa.Table.from_batches(pieces, schema=_EVENT_SCHEMA)
@@ -555,7 +678,7 @@ def _track_lines(table: pa.Table) -> pa.Array:
         member("event", columns["event"]),
         member("userId", columns["userId"]),
         member("anonymousId", columns["anonymousId"]),
-        member("timestamp", _time_strings_array(columns["timestamp"])),
+        member("timestamp", _iso(columns["timestamp"])),
         pc.binary_join_element_wise(',"properties":', columns["properties"], ""),
         pc.binary_join_element_wise(',"context":', columns["context"], ""),
         pa.repeat("}\n", len(table)),
@@ -563,11 +686,7 @@ def _track_lines(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
 
 
-def _time_strings_array(stamps: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
-
-
 def _csv_events(table: pa.Table) -> pa.Table:
     stamps = table.column("timestamp").combine_chunks()
     index = table.schema.get_field_index("timestamp")
-    return table.set_column(index, "timestamp", _time_strings_array(stamps))
+    return table.set_column(index, "timestamp", _iso(stamps))

@@ -44,6 +44,7 @@ from orbita.simulation.records import (
 from orbita.simulation.response import campaign_truth
 from orbita.simulation.stores import (
     BEHAVIOUR,
+    CHUNK,
     LATENT,
     SIGNUPS,
     USER_PREFIX,
@@ -193,10 +194,12 @@ class Bank:
         customers: int,
         start: datetime,
         days: int,
+        chunk_size: int = CHUNK,
         params: BankParams | None = None,
     ) -> None:
         self.seed = seed
         self.customers = customers
+        self.chunk_size = chunk_size
         self.params = params or BankParams()
         self.calendar = Calendar.build(start=start, days=days)
         self.signups = sample_signups(
@@ -209,10 +212,10 @@ class Bank:
 
     @property
     def chunks(self) -> int:
-        return chunk_count(self.customers)
+        return chunk_count(self.customers, self.chunk_size)
 
     def _latent(self, index: int) -> BankLatent:
-        first, stop = chunk_bounds(index, self.customers)
+        first, stop = chunk_bounds(index, self.customers, self.chunk_size)
         rng = stream(self.seed, self.code, LATENT, index)
         p = self.params
         n = stop - first

@@ -49,6 +49,7 @@ from orbita.simulation.response import campaign_truth
 from orbita.simulation.stores import (
     BEHAVIOUR,
     CATALOGUE,
+    CHUNK,
     LATENT,
     SIGNUPS,
     USER_PREFIX,
@@ -194,10 +195,12 @@ class ClothingStore:
         customers: int,
         start: datetime,
         days: int,
+        chunk_size: int = CHUNK,
         params: ClothingParams | None = None,
     ) -> None:
         self.seed = seed
         self.customers = customers
+        self.chunk_size = chunk_size
         self.params = params or ClothingParams()
         self.calendar = Calendar.build(start=start, days=days)
         self.catalogue: Catalogue = build_catalogue(stream(seed, self.code, CATALOGUE))
@@ -215,12 +218,12 @@ class ClothingStore:
 
     @property
     def chunks(self) -> int:
-        return chunk_count(self.customers)
+        return chunk_count(self.customers, self.chunk_size)
 
     # --- customers ----------------------------------------------------------------------
 
     def _latent(self, index: int) -> ClothingLatent:
-        first, stop = chunk_bounds(index, self.customers)
+        first, stop = chunk_bounds(index, self.customers, self.chunk_size)
         rng = stream(self.seed, self.code, LATENT, index)
         p = self.params
         n = stop - first
@@ -824,6 +827,7 @@ class ClothingStore:
                 "currency": const_text(CURRENCY, len(refunded)),
                 "reason": text(pick(rng, REFUND_REASON_WEIGHTS, len(refunded)), REFUND_REASONS),
             },
+            context={"channel": const_text("server", len(refunded))},
         )
         in_period = order_ms[refunded] + wait < self.calendar.end_ms
         return _Orders(revenue=revenue, refunds=int(in_period.sum()))

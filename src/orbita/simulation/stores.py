@@ -1,9 +1,9 @@
 """What every generated store shares: chunks, random streams, sign-ups, the store registry.
 
-Customers are generated in fixed chunks of `CHUNK` customers (in sign-up order) and every
-chunk draws from its own random stream, derived from (seed, store, purpose, chunk). A chunk
-can thus be made alone, in any order or in another process, and the output never depends
-on how the work was scheduled.
+Customers are generated in chunks of `CHUNK` customers (in sign-up order) and every chunk
+draws from its own random stream, derived from (seed, store, purpose, chunk). A chunk can
+thus be made alone, in any order or in another process, and the output never depends on how
+the work was scheduled. (The chunk size is part of the recipe: another size, other draws.)
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Store(Protocol):
 
     name: str
     customers: int
+    chunk_size: int
     calendar: Calendar
 
     @property
@@ -76,15 +77,15 @@ class Store(Protocol):
     def truth(self) -> dict[str, Any]: ...
 
 
-def chunk_bounds(index: int, customers: int) -> tuple[int, int]:
-    first = index * CHUNK
+def chunk_bounds(index: int, customers: int, size: int) -> tuple[int, int]:
+    first = index * size
     if index < 0 or first >= customers:
         raise IndexError(f"no chunk {index}")
-    return first, min(first + CHUNK, customers)
+    return first, min(first + size, customers)
 
 
-def chunk_count(customers: int) -> int:
-    return -(-customers // CHUNK)
+def chunk_count(customers: int, size: int) -> int:
+    return -(-customers // size)
 
 
 def sum_counters(chunks: list[Mapping[str, float]]) -> dict[str, float]:
@@ -95,15 +96,25 @@ def sum_counters(chunks: list[Mapping[str, float]]) -> dict[str, float]:
     return total
 
 
-def make_store(*, store: str, seed: int, customers: int, start: datetime, days: int) -> Store:
+def make_store(
+    *,
+    store: str,
+    seed: int,
+    customers: int,
+    start: datetime,
+    days: int,
+    chunk_size: int = CHUNK,
+) -> Store:
     """The generator for `store` ("clothing-store" or "bank")."""
     from orbita.simulation.bank import Bank
     from orbita.simulation.clothing import ClothingStore
 
     if store == ClothingStore.name:
-        return ClothingStore(seed=seed, customers=customers, start=start, days=days)
+        return ClothingStore(
+            seed=seed, customers=customers, start=start, days=days, chunk_size=chunk_size
+        )
     if store == Bank.name:
-        return Bank(seed=seed, customers=customers, start=start, days=days)
+        return Bank(seed=seed, customers=customers, start=start, days=days, chunk_size=chunk_size)
     raise ValueError(f"unknown store {store!r}: use clothing-store or bank")
 
 
