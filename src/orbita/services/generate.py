@@ -545,18 +545,27 @@ def _merged_windows(paths: Sequence[Path], windows: int) -> Iterator[pa.Table]:
     """Each window's events from every chunk file, in (timestamp, customer, ordinal) order.
 
     Chunks hold increasing customer numbers and each chunk's window is already in that
-    order, so a stable sort by timestamp alone gives the global order.
+    order, so a stable sort by timestamp alone gives the global order. The next window is
+    read and sorted in a second thread while the caller writes this one.
     """
     # Plain reads, not memory maps: mapped pages would count against the process as it runs.
     readers = [ipc.open_file(pa.OSFile(str(p))) for p in paths]
-    for window in range(windows):
+
+    def merged(window: int) -> pa.Table:
         pieces = [r.get_batch(window) for r in readers]
         table = pa.Table.from_batches(pieces, schema=_EVENT_SCHEMA)
-        if table.num_rows == 0:
-            continue
         stamps = table.column("timestamp").cast(pa.int64()).to_numpy()
         order = np.argsort(stamps, kind="stable")
-        yield table.take(pa.array(order)).combine_chunks()
+        return table.take(pa.array(order)).combine_chunks()
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        ahead = reader.submit(merged, 0) if windows else None
+        for window in range(windows):
+            assert ahead is not None
+            table = ahead.result()
+            ahead = reader.submit(merged, window + 1) if window + 1 < windows else None
+            if table.num_rows:
+                yield table
 
 
 # --- writers ---------------------------------------------------------------------------------
@@ -579,8 +588,9 @@ class _Writer:
 class _ParquetWriter(_Writer):
     """Buffers tables into row groups of about ROW_GROUP_ROWS rows."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema: pa.Schema | None) -> None:
         self.path = path
+        self.schema = schema
         self.writer: pq.ParquetWriter | None = None
         self.pending: list[pa.Table] = []
         self.rows = 0
@@ -594,7 +604,7 @@ class _ParquetWriter(_Writer):
     def _flush(self) -> None:
         if not self.pending:
             return
-        table = pa.concat_tables(self.pending).combine_chunks()
+        table = pa.concat_tables(self.pending)
         if self.writer is None:
             self.writer = pq.ParquetWriter(
                 str(self.path), table.schema, compression="zstd", compression_level=3
@@ -605,7 +615,8 @@ class _ParquetWriter(_Writer):
     def close(self) -> None:
         self._flush()
         if self.writer is None:  # nothing was written: still leave a valid (empty) file
-            pq.write_table(pa.table({}), str(self.path))
+            empty = self.schema.empty_table() if self.schema is not None else pa.table({})
+            pq.write_table(empty, str(self.path))
             return
         self.writer.close()
 
@@ -648,7 +659,7 @@ class _CsvWriter(_Writer):
 
 def _writer(fmt: str, path: Path, kind: str) -> _Writer:
     if fmt == "parquet":
-        return _ParquetWriter(path)
+        return _ParquetWriter(path, _EVENT_SCHEMA if kind == "events" else None)
     if fmt == "jsonl":
         return _JsonlWriter(path, kind)
     return _CsvWriter(path, kind)
