@@ -115,6 +115,42 @@ erasures = Table(
     Column("erased_at", AwareDateTime(), nullable=False),
 )
 
+# Segment membership, the record: one row per stay (current members have exited_at NULL).
+segment_memberships = Table(
+    "segment_memberships",
+    metadata,
+    Column("segment", String(200), primary_key=True),
+    Column("customer_id", BigInteger, primary_key=True),
+    Column("entered_at", AwareDateTime(), primary_key=True),
+    Column("exited_at", AwareDateTime()),
+)
+
+# One row per refresh that changed something (members or definition).
+segment_refreshes = Table(
+    "segment_refreshes",
+    metadata,
+    Column("refresh_id", Id, primary_key=True, autoincrement=True),
+    Column("segment", String(200), nullable=False),
+    Column("as_of", AwareDateTime(), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("entered", BigInteger, nullable=False),
+    Column("exited", BigInteger, nullable=False),
+    Column("definition_hash", String(64), nullable=False),
+    Column("refreshed_at", AwareDateTime(), nullable=False),
+    Index(None, "segment", "as_of"),
+)
+
+# Lifecycle stage per customer over time (at most one open row per customer).
+stage_history = Table(
+    "stage_history",
+    metadata,
+    Column("customer_id", BigInteger, primary_key=True),
+    Column("entered_at", AwareDateTime(), primary_key=True),
+    Column("stage", String(200), primary_key=True),
+    Column("exited_at", AwareDateTime()),
+    Index(None, "stage", "exited_at"),
+)
+
 
 def create_state_engine(url: str) -> Engine:
     """An engine for the state store; SQLite runs in WAL mode with foreign keys on."""

@@ -31,6 +31,31 @@ EVENT_SCHEMA = pa.schema(
 )
 COLUMNS = tuple(EVENT_SCHEMA.names)
 
+# The profile snapshot segment queries join (JSON as text, as in events).
+CUSTOMER_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("user_id", pa.string()),
+        ("email", pa.string()),
+        ("phone", pa.string()),
+        ("telegram_chat_id", pa.string()),
+        ("timezone", pa.string()),
+        ("locale", pa.string()),
+        ("traits", pa.string()),  # JSON text
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+RFM_CELL_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("r", pa.int8()),
+        ("f", pa.int8()),
+        ("m", pa.int8()),
+        ("cell", pa.string()),
+    ]
+)
+
 
 def event_table(records: Sequence[EventRecord], customer_ids: Sequence[int]) -> pa.Table:
     """Records and their resolved customers as an Arrow table in EVENT_SCHEMA.
@@ -148,6 +173,24 @@ class EventStore(Protocol):
 
     def ibis(self) -> Any:
         """An Ibis backend on this store, for portable queries (segments, analytics)."""
+        ...
+
+    # -- tables the segment queries read beside `events` (engine/segments/tables.py) --------
+
+    def sync_customers(self, customers: pa.Table) -> None:
+        """Replace the `customers` snapshot (CUSTOMER_SCHEMA) that segment queries join."""
+        ...
+
+    def put_rfm_cells(self, cells: pa.Table) -> None:
+        """Replace `rfm_cells` (RFM_CELL_SCHEMA)."""
+        ...
+
+    def apply_members(self, *, key: str, entered: pa.Array, exited: pa.Array) -> None:
+        """Update the current members of `key` (a segment, a stage) in `segment_members`."""
+        ...
+
+    def replace_members(self, *, key: str, members: pa.Array) -> None:
+        """Set the current members of `key` to exactly `members` (a rebuild from the record)."""
         ...
 
     def close(self) -> None: ...

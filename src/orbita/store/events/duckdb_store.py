@@ -36,6 +36,27 @@ CREATE TABLE IF NOT EXISTS events (
     received_at TIMESTAMPTZ NOT NULL
 )
 """
+# Beside the events: what segment queries join (the profile snapshot, RFM cells, the
+# predictions seam) and the current members of each segment and stage, kept here so that a
+# refresh diffs a million members inside DuckDB (the state store keeps the history).
+_ANALYTIC_SCHEMA = """
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id BIGINT PRIMARY KEY, user_id VARCHAR, email VARCHAR, phone VARCHAR,
+    telegram_chat_id VARCHAR, timezone VARCHAR, locale VARCHAR, traits JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rfm_cells (
+    customer_id BIGINT NOT NULL, r TINYINT, f TINYINT, m TINYINT, cell VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    customer_id BIGINT NOT NULL, ltv DOUBLE, churn_probability DOUBLE
+);
+CREATE TABLE IF NOT EXISTS segment_members (segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL);
+"""
+_CUSTOMER_COLUMNS = (
+    "customer_id, user_id, email, phone, telegram_chat_id, timezone, locale, "
+    "traits::JSON, created_at, updated_at"
+)
 _PID = re.compile(r"PID (\d+)")
 
 
@@ -53,6 +74,7 @@ class DuckDBEventStore:
             raise _locked(path, error) from None
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute(_SCHEMA)
+        self._con.execute(_ANALYTIC_SCHEMA)
         self._path = path
         # DuckDB connections are not thread-safe; each thread gets its own cursor.
         self._local = threading.local()
@@ -168,6 +190,63 @@ class DuckDBEventStore:
         import ibis
 
         return ibis.duckdb.from_connection(self._cursor())
+
+    def sync_customers(self, customers: pa.Table) -> None:
+        self._replace("customers", _CUSTOMER_COLUMNS, customers)
+
+    def put_rfm_cells(self, cells: pa.Table) -> None:
+        self._replace("rfm_cells", "customer_id, r, f, m, cell", cells)
+
+    def _replace(self, table: str, columns: str, rows: pa.Table) -> None:
+        cur = self._cursor()
+        cur.register("incoming", rows)
+        try:
+            with self._write_lock:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute(f"DELETE FROM {table}")
+                    cur.execute(f"INSERT INTO {table} SELECT {columns} FROM incoming")
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        finally:
+            cur.unregister("incoming")
+
+    def apply_members(self, *, key: str, entered: pa.Array, exited: pa.Array) -> None:
+        self._members(key=key, entered=entered, exited=exited, everything=False)
+
+    def replace_members(self, *, key: str, members: pa.Array) -> None:
+        self._members(key=key, entered=members, exited=pa.array([], pa.int64()), everything=True)
+
+    def _members(self, *, key: str, entered: pa.Array, exited: pa.Array, everything: bool) -> None:
+        cur = self._cursor()
+        cur.register("entered", pa.table({"customer_id": pa.array(entered, pa.int64())}))
+        cur.register("exited", pa.table({"customer_id": pa.array(exited, pa.int64())}))
+        try:
+            with self._write_lock:
+                cur.execute("BEGIN")
+                try:
+                    if everything:
+                        cur.execute("DELETE FROM segment_members WHERE segment = ?", [key])
+                    elif len(exited):
+                        cur.execute(
+                            "DELETE FROM segment_members WHERE segment = ? "
+                            "AND customer_id IN (SELECT customer_id FROM exited)",
+                            [key],
+                        )
+                    if len(entered):
+                        cur.execute(
+                            "INSERT INTO segment_members SELECT ?, customer_id FROM entered",
+                            [key],
+                        )
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        finally:
+            cur.unregister("entered")
+            cur.unregister("exited")
 
     def close(self) -> None:
         self._con.close()

@@ -38,6 +38,23 @@ CREATE INDEX IF NOT EXISTS ix_events_customer_time
     ON events (customer_id, timestamp DESC, message_id DESC);
 CREATE INDEX IF NOT EXISTS ix_events_name_time ON events (name, timestamp);
 CREATE INDEX IF NOT EXISTS ix_events_time_brin ON events USING brin (timestamp);
+CREATE TABLE IF NOT EXISTS rfm_cells (
+    customer_id bigint NOT NULL, r smallint, f smallint, m smallint, cell text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    customer_id bigint NOT NULL, ltv double precision, churn_probability double precision
+);
+CREATE TABLE IF NOT EXISTS segment_members (segment text NOT NULL, customer_id bigint NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_segment_members ON segment_members (segment, customer_id);
+"""
+# The profile snapshot, for an event database apart from the state database; in the state
+# database itself, segment queries read the state's own `customers` table (same columns).
+_CUSTOMERS = """
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id bigint PRIMARY KEY, user_id text, email text, phone text,
+    telegram_chat_id text, timezone text, locale text, traits jsonb NOT NULL,
+    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL
+)
 """
 
 
@@ -161,6 +178,50 @@ class PostgresEventStore:
             password=url.password,
             database=url.database,
         )
+
+    def sync_customers(self, customers: pa.Table) -> None:
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+            row = cur.fetchone()
+            if row is not None and row[0]:
+                return  # the state store's own table: already current
+            cur.execute(_CUSTOMERS)
+            cur.execute("DELETE FROM customers")
+            self._copy(cur, "customers", customers)
+
+    def put_rfm_cells(self, cells: pa.Table) -> None:
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM rfm_cells")
+            self._copy(cur, "rfm_cells", cells)
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], table: str, rows: pa.Table) -> None:
+        columns = rows.column_names
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in zip(*(rows.column(c).to_pylist() for c in columns), strict=True):
+                copy.write_row(row)
+
+    def apply_members(self, *, key: str, entered: pa.Array, exited: pa.Array) -> None:
+        with self._connection() as conn:
+            if len(exited):
+                conn.execute(
+                    "DELETE FROM segment_members WHERE segment = %s AND customer_id = ANY(%s)",
+                    [key, pa.array(exited, pa.int64()).to_pylist()],
+                )
+            if len(entered):
+                conn.execute(
+                    "INSERT INTO segment_members SELECT %s, unnest(%s::bigint[])",
+                    [key, pa.array(entered, pa.int64()).to_pylist()],
+                )
+
+    def replace_members(self, *, key: str, members: pa.Array) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM segment_members WHERE segment = %s", [key])
+            if len(members):
+                conn.execute(
+                    "INSERT INTO segment_members SELECT %s, unnest(%s::bigint[])",
+                    [key, pa.array(members, pa.int64()).to_pylist()],
+                )
 
     def close(self) -> None:
         self._engine.dispose()
