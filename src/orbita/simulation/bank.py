@@ -19,7 +19,6 @@ import numpy as np
 from orbita.simulation.calendar import (
     DAYTIME,
     DIURNAL,
-    Calendar,
     at_local_hour,
     numbered,
     pick,
@@ -43,16 +42,10 @@ from orbita.simulation.records import (
 )
 from orbita.simulation.response import campaign_truth
 from orbita.simulation.stores import (
-    BEHAVIOUR,
     CHUNK,
-    LATENT,
-    SIGNUPS,
     USER_PREFIX,
     USER_WIDTH,
-    chunk_bounds,
-    chunk_count,
-    sample_signups,
-    stream,
+    Store,
 )
 from orbita.simulation.timeline import RowSet, Sessions
 
@@ -183,7 +176,7 @@ class BankLatent:
     activation: Bools  # activates a card when they get one
 
 
-class Bank:
+class Bank(Store):
     name = "bank"
     code = 2
 
@@ -197,30 +190,20 @@ class Bank:
         chunk_size: int = CHUNK,
         params: BankParams | None = None,
     ) -> None:
-        self.seed = seed
-        self.customers = customers
-        self.chunk_size = chunk_size
         self.params = params or BankParams()
-        self.calendar = Calendar.build(start=start, days=days)
-        self.signups = sample_signups(
-            stream(seed, self.code, SIGNUPS),
-            calendar=self.calendar,
+        super().__init__(
+            seed=seed,
             customers=customers,
+            start=start,
+            days=days,
+            chunk_size=chunk_size,
             yearly_growth=self.params.yearly_growth,
-            utc_offset=2,
         )
 
-    @property
-    def chunks(self) -> int:
-        return chunk_count(self.customers, self.chunk_size)
-
     def _latent(self, index: int) -> BankLatent:
-        first, stop = chunk_bounds(index, self.customers, self.chunk_size)
-        rng = stream(self.seed, self.code, LATENT, index)
+        rng, customer, signed_up = self.chunk_customers(index)
         p = self.params
-        n = stop - first
-        customer = np.arange(first, stop, dtype=np.int64)
-        signed_up = self.signups[first:stop]
+        n = len(customer)
         people = sample_people(
             rng,
             customers=customer,
@@ -285,7 +268,7 @@ class Bank:
 
     def chunk(self, index: int) -> Chunk:
         lat = self._latent(index)
-        rng = stream(self.seed, self.code, BEHAVIOUR, index)
+        rng = self.behaviour(index)
         cal, p = self.calendar, self.params
         n = len(lat.customer)
         base = int(lat.customer[0]) if n else 0
@@ -625,9 +608,6 @@ class Bank:
         return Chunk(
             index=index, customers=customers, events=batch, latent=latent, counters=counters
         )
-
-    def latent(self, index: int) -> LatentStates:
-        return self.chunk(index).latent
 
     def _decide(
         self,

@@ -9,7 +9,6 @@ z ~ Gamma(p, ν) around a customer's own mean, with ν ~ Gamma(q, γ) across cus
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,15 +121,3 @@ def simulate_repeats(
     if not owners:
         return Purchases(np.zeros(0, np.int64), np.zeros(0), dropped_at)
     return Purchases(np.concatenate(owners).astype(np.int64), np.concatenate(times), dropped_at)
-
-
-def gamma_mean(shape: float, rate: float) -> float:
-    return shape / rate
-
-
-def beta_mean(a: float, b: float) -> float:
-    return a / (a + b)
-
-
-def lognormal_mu(median: float) -> float:
-    return math.log(median)

@@ -18,7 +18,6 @@ import numpy as np
 
 from orbita.simulation.btyd import BGNBD, GammaGamma, simulate_repeats
 from orbita.simulation.calendar import (
-    Calendar,
     at_local_hour,
     black_friday,
     choose_rows,
@@ -47,16 +46,11 @@ from orbita.simulation.records import (
 )
 from orbita.simulation.response import campaign_truth
 from orbita.simulation.stores import (
-    BEHAVIOUR,
     CATALOGUE,
     CHUNK,
-    LATENT,
-    SIGNUPS,
     USER_PREFIX,
     USER_WIDTH,
-    chunk_bounds,
-    chunk_count,
-    sample_signups,
+    Store,
     stream,
 )
 from orbita.simulation.timeline import RowSet, Sessions
@@ -184,7 +178,7 @@ class ClothingLatent:
     sms_opt_in: Bools
 
 
-class ClothingStore:
+class ClothingStore(Store):
     name = "clothing-store"
     code = 1
 
@@ -198,37 +192,27 @@ class ClothingStore:
         chunk_size: int = CHUNK,
         params: ClothingParams | None = None,
     ) -> None:
-        self.seed = seed
-        self.customers = customers
-        self.chunk_size = chunk_size
         self.params = params or ClothingParams()
-        self.calendar = Calendar.build(start=start, days=days)
-        self.catalogue: Catalogue = build_catalogue(stream(seed, self.code, CATALOGUE))
-        self.signups = sample_signups(
-            stream(seed, self.code, SIGNUPS),
-            calendar=self.calendar,
+        super().__init__(
+            seed=seed,
             customers=customers,
+            start=start,
+            days=days,
+            chunk_size=chunk_size,
             yearly_growth=self.params.yearly_growth,
-            utc_offset=2,
         )
+        self.catalogue: Catalogue = build_catalogue(stream(seed, self.code, CATALOGUE))
         self._sizes = np.full((len(CATEGORIES), 16), -1, dtype=np.int64)
         for c, codes in enumerate(self.catalogue.size_codes):
             self._sizes[c, : len(codes)] = codes
         self._promo = self._promotions(start, days)
 
-    @property
-    def chunks(self) -> int:
-        return chunk_count(self.customers, self.chunk_size)
-
     # --- customers ----------------------------------------------------------------------
 
     def _latent(self, index: int) -> ClothingLatent:
-        first, stop = chunk_bounds(index, self.customers, self.chunk_size)
-        rng = stream(self.seed, self.code, LATENT, index)
+        rng, customer, signed_up = self.chunk_customers(index)
         p = self.params
-        n = stop - first
-        customer = np.arange(first, stop, dtype=np.int64)
-        signed_up = self.signups[first:stop]
+        n = len(customer)
         people = sample_people(
             rng,
             customers=customer,
@@ -282,7 +266,7 @@ class ClothingStore:
 
     def chunk(self, index: int) -> Chunk:
         lat = self._latent(index)
-        rng = stream(self.seed, self.code, BEHAVIOUR, index)
+        rng = self.behaviour(index)
         cal, p, cat = self.calendar, self.params, self.catalogue
         n = len(lat.customer)
         offset = lat.people.utc_offset
@@ -529,9 +513,6 @@ class ClothingStore:
         return Chunk(
             index=index, customers=customers, events=batch, latent=latent, counters=counters
         )
-
-    def latent(self, index: int) -> LatentStates:
-        return self.chunk(index).latent
 
     # --- pieces -------------------------------------------------------------------------
 

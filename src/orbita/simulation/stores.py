@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -59,22 +59,60 @@ def sample_signups(
     return ms
 
 
-class Store(Protocol):
-    """A generated store: chunks of customers with their events, and the truth behind them."""
+class Store:
+    """A generated store: chunks of customers with their events, and the truth behind them.
 
-    name: str
-    customers: int
-    chunk_size: int
-    calendar: Calendar
+    The base holds what the stores share: the calendar, sign-ups in order, chunks and the
+    random streams of each chunk.
+    """
+
+    name: ClassVar[str]
+    code: ClassVar[int]  # part of every random stream's key
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        customers: int,
+        start: datetime,
+        days: int,
+        chunk_size: int,
+        yearly_growth: float,
+    ) -> None:
+        self.seed = seed
+        self.customers = customers
+        self.chunk_size = chunk_size
+        self.calendar = Calendar.build(start=start, days=days)
+        self.signups = sample_signups(
+            stream(seed, self.code, SIGNUPS),
+            calendar=self.calendar,
+            customers=customers,
+            yearly_growth=yearly_growth,
+            utc_offset=2,  # the stores' home market: Kyiv, Bucharest, Vilnius
+        )
 
     @property
-    def chunks(self) -> int: ...
+    def chunks(self) -> int:
+        return chunk_count(self.customers, self.chunk_size)
 
-    def chunk(self, index: int) -> Chunk: ...
+    def chunk_customers(self, index: int) -> tuple[np.random.Generator, Int64s, Int64s]:
+        """A chunk's stream for who its customers are, their numbers and sign-up times."""
+        first, stop = chunk_bounds(index, self.customers, self.chunk_size)
+        rng = stream(self.seed, self.code, LATENT, index)
+        return rng, np.arange(first, stop, dtype=np.int64), self.signups[first:stop]
 
-    def latent(self, index: int) -> LatentStates: ...
+    def behaviour(self, index: int) -> np.random.Generator:
+        """A chunk's stream for what its customers do."""
+        return stream(self.seed, self.code, BEHAVIOUR, index)
 
-    def truth(self) -> dict[str, Any]: ...
+    def chunk(self, index: int) -> Chunk:
+        raise NotImplementedError
+
+    def latent(self, index: int) -> LatentStates:
+        return self.chunk(index).latent
+
+    def truth(self) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 def chunk_bounds(index: int, customers: int, size: int) -> tuple[int, int]:
