@@ -441,6 +441,8 @@ class ClothingStore(Store):
             items=items,
             line_items=line_items,
             value=value,
+            first_order=first_order,
+            order_id=order_id,
         )
         orders = self._order_rows(
             rng,
@@ -625,6 +627,8 @@ class ClothingStore(Store):
         items: _Items,
         line_items: dict[str, Column],
         value: Int64s,
+        first_order: int,
+        order_id: Column,
     ) -> None:
         """Views and adds of each cart's products; removals; looking at the cart; checkout."""
         cat = self.catalogue
@@ -719,17 +723,27 @@ class ClothingStore(Store):
         checks_out = has_cart[
             (k >= PURCHASE) | (rng.random(len(has_cart)) < p.checkout_abandon_share)
         ]
-        for event, chosen, position_value in (
-            ("Cart Viewed", views_cart, 300.0),
-            ("Checkout Started", checks_out, 400.0),
+        # A checkout that ends in an order carries the order's id (funnels join on it).
+        buys = checks_out >= first_order
+        for event, chosen, position_value, order in (
+            ("Cart Viewed", views_cart, 300.0, None),
+            ("Checkout Started", checks_out[~buys], 400.0, None),
+            (
+                "Checkout Started",
+                checks_out[buys],
+                400.0,
+                order_id.take(checks_out[buys] - first_order),
+            ),
         ):
             c = session_cart[chosen]
+            properties: dict[str, Property] = {} if order is None else {"order_id": order}
             rows.in_sessions(
                 event,
                 session=chosen,
                 position=np.full(len(chosen), position_value),
                 gap_seconds=rng.lognormal(np.log(30), 0.7, len(chosen)),
                 properties={
+                    **properties,
                     "cart_id": cart_id.take(c),
                     "value": Column(Kind.MONEY, value[c]),
                     "currency": const_text(CURRENCY, len(c)),
