@@ -136,6 +136,8 @@ segment_refreshes = Table(
     Column("entered", BigInteger, nullable=False),
     Column("exited", BigInteger, nullable=False),
     Column("definition_hash", String(64), nullable=False),
+    # sum(customer_id) mod 2^61-1 of the members: with size, checks the analytic copy.
+    Column("checksum", BigInteger, nullable=False),
     Column("refreshed_at", AwareDateTime(), nullable=False),
     Index(None, "segment", "as_of"),
 )

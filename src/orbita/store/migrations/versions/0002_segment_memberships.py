@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("entered", sa.BigInteger(), nullable=False),
         sa.Column("exited", sa.BigInteger(), nullable=False),
         sa.Column("definition_hash", sa.String(64), nullable=False),
+        sa.Column("checksum", sa.BigInteger(), nullable=False),
         sa.Column("refreshed_at", AwareDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("refresh_id", name="pk_segment_refreshes"),
     )

@@ -1,0 +1,678 @@
+"""Segment refresh: members computed by the compiler, diffed, recorded, announced as events.
+
+Where membership lives (measured on 1 M customers, bench/segments.py): the state store keeps
+the record — one row per stay with entered_at / exited_at, and a row per refresh that changed
+something. The analytic store (DuckDB by default) keeps a copy of the current members
+(`segment_members`), because the diff then runs where the new members are computed: one
+FULL OUTER JOIN returns only the customers who entered or left, and a refresh of a segment of
+a million members that did not change moves no rows into Python at all. Copying the current
+members out of SQLite for each refresh costs more than computing the segment itself.
+
+Each refresh row records the size and a checksum of the members; the analytic copy is
+checked against them at the start of every refresh and rebuilt from the record when they
+disagree (a crash between the two writes), so the record is always what decides.
+
+Write order: events, then the record, then the analytic copy. A crash after the events
+re-emits them at the next refresh; with the same `as_of` their messageIds are the same and
+the store keeps them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import ibis
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, Table, and_, func, insert, select, update
+
+from orbita.core.errors import NotFoundError, UserError
+from orbita.engine.rfm import rfm_expr
+from orbita.engine.segments.compile import compile_segment, to_sql
+from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
+from orbita.model.events import EventRecord
+from orbita.model.segments import RfmCell, Segment, dependency_order, referenced_segments, walk
+from orbita.model.strategy import Strategy
+from orbita.services.identity import ANONYMOUS
+from orbita.services.ingest import store_records
+from orbita.services.workspace import Workspace
+from orbita.store.events.base import CUSTOMER_SCHEMA
+from orbita.store.state import (
+    customers,
+    identities,
+    segment_memberships,
+    segment_refreshes,
+    stage_history,
+)
+
+SEGMENT_ENTERED = "Segment Entered"
+SEGMENT_EXITED = "Segment Exited"
+STAGE_PREFIX = "stage:"
+CHECKSUM_MODULUS = 2**61 - 1
+# Bound parameters per statement: SQLite allows 32 766; chunks keep statements short.
+_CHUNK = 5_000
+Kind = Literal["segment", "stage"]
+Expr = Any
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReport:
+    """What one refresh of one segment (or stage) found and wrote."""
+
+    name: str
+    kind: Kind
+    as_of: datetime
+    size: int
+    entered: int
+    exited: int
+    definition_hash: str
+    changed: bool  # False: nothing was written
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSummary:
+    """A segment as `orbita segments list` shows it."""
+
+    name: str
+    size: int | None  # None: never refreshed
+    entered: int  # in the last refresh that changed something
+    exited: int
+    refreshed_as_of: datetime | None
+    definition_changed: bool  # the strategy's definition differs from the one last refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    customer_id: int
+    user_id: str | None
+    entered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPreview:
+    name: str
+    as_of: datetime
+    size: int
+    sample: tuple[Member, ...]  # entered_at is as_of: nothing is recorded by a preview
+
+
+# --- the analytic store's inputs -------------------------------------------------------------
+
+
+def sync_customer_snapshot(*, workspace: Workspace) -> int:
+    """Copy every profile from the state store into the event store's `customers` table.
+
+    A full copy each refresh, measured at 1 M profiles (bench/segments.py); an incremental
+    copy by updated_at would miss changes, since updated_at follows the events' own
+    timestamps (history arrives out of order) and merges delete profiles.
+    """
+    columns = ", ".join(CUSTOMER_SCHEMA.names[:-3])
+    statement = (
+        f"SELECT {columns}, CAST(traits AS TEXT), created_at, updated_at FROM customers "
+        "ORDER BY customer_id"
+    )
+    batches: list[pa.RecordBatch] = []
+    with workspace.state.connect() as connection:
+        result = connection.exec_driver_sql(statement)
+        while rows := result.fetchmany(100_000):
+            batches.append(_customer_batch(rows))
+    table = pa.Table.from_batches(batches, schema=CUSTOMER_SCHEMA)
+    workspace.events.sync_customers(table)
+    return int(table.num_rows)
+
+
+def _customer_batch(rows: Sequence[Any]) -> pa.RecordBatch:
+    columns = list(zip(*rows, strict=True))
+    arrays: list[pa.Array] = []
+    for index, field in enumerate(CUSTOMER_SCHEMA):
+        values = columns[index]
+        if pa.types.is_timestamp(field.type):
+            arrays.append(_timestamps(values, field.type))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=CUSTOMER_SCHEMA)
+
+
+def _timestamps(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    # SQLite hands back UTC text ("2025-11-01 05:35:21.164000"); PostgreSQL, datetimes.
+    if values and isinstance(values[0], str):
+        return pa.array(values, pa.string()).cast(pa.timestamp("us")).cast(kind)
+    return pa.array(values, kind)
+
+
+def materialise_rfm(*, workspace: Workspace, strategy: Strategy, as_of: datetime) -> int:
+    """Score every customer with orders in the window and write `rfm_cells`; the count."""
+    dialect = _dialect(workspace)
+    backend = workspace.events.ibis()
+    cells = backend.to_pyarrow(rfm_expr(strategy.rfm, as_of=as_of, tables=segment_tables(dialect)))
+    workspace.events.put_rfm_cells(cells)
+    return int(cells.num_rows)
+
+
+def uses_rfm(strategy: Strategy) -> bool:
+    conditions = [s.condition for s in strategy.segments.values()]
+    conditions += [s.condition for s in strategy.stage_segments().values()]
+    return any(isinstance(node, RfmCell) for c in conditions for node in walk(c))
+
+
+# --- refresh -----------------------------------------------------------------------------------
+
+
+def refresh_segments(
+    *,
+    workspace: Workspace,
+    strategy: Strategy,
+    as_of: datetime | None = None,
+    names: Sequence[str] | None = None,
+    inline_references: bool = False,
+    stages: bool | None = None,
+    timings: Callable[[str, float], None] | None = None,
+) -> list[RefreshReport]:
+    """Refresh segments (all, or `names` and what they refer to) and, when all are refreshed
+    (or `stages` says so), the lifecycle stages; RFM cells first when anything uses them.
+
+    References read the referenced segment's freshly materialised members, unless
+    `inline_references` compiles each referenced definition into the query (bench/segments.py
+    measures both).
+    """
+    moment = _as_of(workspace, as_of)
+    note = timings or (lambda _what, _seconds: None)
+    unknown = [name for name in names or () if name not in strategy.segments]
+    if unknown:
+        raise NotFoundError(f"unknown segment {unknown[0]!r}{_known(strategy.segments)}")
+    started = time.perf_counter()
+    sync_customer_snapshot(workspace=workspace)
+    note("customers snapshot", time.perf_counter() - started)
+    if uses_rfm(strategy):
+        started = time.perf_counter()
+        materialise_rfm(workspace=workspace, strategy=strategy, as_of=moment)
+        note("rfm", time.perf_counter() - started)
+    wanted = _with_dependencies(strategy, names) if names else set(strategy.segments)
+    order = [name for name in dependency_order(strategy.segments) if name in wanted]
+    keys = order + ([_stage_key(s.name) for s in strategy.stages] if stages is not False else [])
+    _repair_copies(workspace, keys)
+    refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment)
+    reports = []
+    for name in order:
+        reports.append(refresher.segment(name, inline=inline_references))
+        note(name, reports[-1].seconds)
+    if stages or (stages is None and not names):
+        for report in refresher.stages():
+            reports.append(report)
+            note(report.name, report.seconds)
+    return reports
+
+
+def _as_of(workspace: Workspace, as_of: datetime | None) -> datetime:
+    moment = as_of or workspace.clock.now()
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UserError("as_of needs a time zone, such as 2026-03-01T00:00:00Z")
+    return moment
+
+
+def _with_dependencies(strategy: Strategy, names: Iterable[str]) -> set[str]:
+    wanted: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in wanted or name not in strategy.segments:
+            continue
+        wanted.add(name)
+        pending.extend(referenced_segments(strategy.segments[name].condition))
+    return wanted
+
+
+def _stage_key(name: str) -> str:
+    return STAGE_PREFIX + name
+
+
+def definition_hash(segment: Segment, *, salt: str = "") -> str:
+    text_form = salt + segment.model_dump_json()
+    return hashlib.sha256(text_form.encode()).hexdigest()[:16]
+
+
+def _dialect(workspace: Workspace) -> Dialect:
+    backend = workspace.events.backend
+    if backend not in DIALECTS:
+        raise UserError(f"segments cannot run on the {backend} event store yet")
+    return backend
+
+
+def _members_table() -> Expr:
+    return ibis.table({"segment": "string", "customer_id": "int64"}, name="segment_members")
+
+
+def _current(key: str) -> Expr:
+    table = _members_table()
+    return table.filter(table.segment == key).select("customer_id")
+
+
+class _Refresher:
+    def __init__(self, *, workspace: Workspace, strategy: Strategy, as_of: datetime) -> None:
+        self.workspace = workspace
+        self.strategy = strategy
+        self.as_of = as_of
+        self.dialect = _dialect(workspace)
+        self.tables = segment_tables(self.dialect)
+        self.backend = workspace.events.ibis()
+        self.last = _last_refreshes(workspace)
+
+    def compile(self, segment: Segment, *, name: str | None, inline: bool) -> Expr:
+        resolve = None if inline else self._resolve
+        return compile_segment(
+            segment,
+            as_of=self.as_of,
+            tables=self.tables,
+            segments=self.strategy.segments,
+            computed_traits=self.strategy.computed_traits,
+            resolve=resolve,
+            name=name,
+        )
+
+    def _resolve(self, name: str) -> Expr:
+        return _current(name)
+
+    def segment(self, name: str, *, inline: bool) -> RefreshReport:
+        segment = self.strategy.segments[name]
+        new = self.compile(segment, name=name, inline=inline)
+        return self._apply(name, "segment", new, definition_hash(segment))
+
+    def stages(self) -> list[RefreshReport]:
+        """Each stage holds its segment's members minus those of every earlier stage."""
+        reports = []
+        earlier: list[str] = []
+        for stage in self.strategy.stages:
+            segment = stage.condition_segment(self.strategy.segments)
+            if isinstance(stage.segment, str):
+                members = _current(stage.segment)
+            else:
+                members = self.compile(segment, name=None, inline=False)
+            for key in earlier:
+                members = members.anti_join(_current(key), "customer_id")
+            salt = "|".join(earlier) + "|"
+            digest = definition_hash(segment, salt=salt)
+            reports.append(self._apply(stage.name, "stage", members.select("customer_id"), digest))
+            earlier.append(_stage_key(stage.name))
+        return reports
+
+    def _apply(self, name: str, kind: Kind, new: Expr, digest: str) -> RefreshReport:
+        started = time.perf_counter()
+        key = name if kind == "segment" else _stage_key(name)
+        current = _current(key)
+        # Only the differences leave the engine: a FULL OUTER JOIN of new and current members.
+        joined = new.outer_join(current, new.customer_id == current.customer_id)
+        diff = joined.filter(joined.customer_id.isnull() | joined.customer_id_right.isnull())
+        rows = self.backend.to_pyarrow(
+            diff.select(new_id=diff.customer_id, old_id=diff.customer_id_right)
+        )
+        entered = pc.drop_null(rows.column("new_id")).combine_chunks()
+        exited = pc.drop_null(rows.column("old_id")).combine_chunks()
+        previous = self.last.get(key)
+        size = (previous.size if previous else 0) + len(entered) - len(exited)
+        checksum = _checksum_after(previous, entered, exited)
+        changed = bool(len(entered) or len(exited)) or previous is None or previous.hash != digest
+        if changed:
+            if kind == "segment":
+                self._emit(name, entered, exited)
+            with self.workspace.state.begin() as connection:
+                if kind == "segment":
+                    _record_segment(connection, name, self.as_of, entered, exited)
+                else:
+                    _record_stage(connection, name, self.as_of, entered, exited)
+                connection.execute(
+                    insert(segment_refreshes).values(
+                        segment=key,
+                        as_of=self.as_of,
+                        size=size,
+                        entered=len(entered),
+                        exited=len(exited),
+                        definition_hash=digest,
+                        checksum=checksum,
+                        refreshed_at=self.workspace.clock.now(),
+                    )
+                )
+            if len(entered) or len(exited):
+                self.workspace.events.apply_members(key=key, entered=entered, exited=exited)
+        return RefreshReport(
+            name=name,
+            kind=kind,
+            as_of=self.as_of,
+            size=size,
+            entered=len(entered),
+            exited=len(exited),
+            definition_hash=digest,
+            changed=changed,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _emit(self, name: str, entered: pa.Array, exited: pa.Array) -> None:
+        """`Segment Entered` / `Segment Exited` for journeys to trigger on; the messageId is
+        (segment, customer, direction, as_of), so a re-run stores each one once."""
+        moment = self.as_of.isoformat()
+        now = self.workspace.clock.now()
+        ids = _ids_of(self.workspace, pa.concat_arrays([entered, exited]).to_pylist())
+        records = []
+        for direction, event, members in (
+            ("entered", SEGMENT_ENTERED, entered),
+            ("exited", SEGMENT_EXITED, exited),
+        ):
+            for customer_id in members.to_pylist():
+                found = ids.get(customer_id)
+                if found is None:
+                    continue  # erased or merged since: nobody to tell
+                user_id, anonymous_id = found
+                records.append(
+                    EventRecord(
+                        message_id=f"segment:{name}:{direction}:{customer_id}:{moment}",
+                        type="track",
+                        name=event,
+                        user_id=user_id,
+                        anonymous_id=anonymous_id,
+                        properties={"segment": name},
+                        context={"library": {"name": "orbita"}},
+                        timestamp=self.as_of,
+                        received_at=now,
+                    )
+                )
+        for start in range(0, len(records), 50_000):
+            store_records(workspace=self.workspace, records=records[start : start + 50_000])
+
+
+def _ids_of(
+    workspace: Workspace, customer_ids: list[int]
+) -> dict[int, tuple[str | None, str | None]]:
+    """(user_id, anonymous_id) to address each customer's event; anonymous only without a
+    user id."""
+    found: dict[int, tuple[str | None, str | None]] = {}
+    anonymous: list[int] = []
+    with workspace.state.connect() as connection:
+        for chunk in _chunks(customer_ids):
+            for customer_id, user_id in connection.execute(
+                select(customers.c.customer_id, customers.c.user_id).where(
+                    customers.c.customer_id.in_(chunk)
+                )
+            ):
+                if user_id is None:
+                    anonymous.append(int(customer_id))
+                else:
+                    found[int(customer_id)] = (user_id, None)
+        for chunk in _chunks(anonymous):
+            for customer_id, value in connection.execute(
+                select(identities.c.customer_id, func.min(identities.c.value))
+                .where(identities.c.kind == ANONYMOUS, identities.c.customer_id.in_(chunk))
+                .group_by(identities.c.customer_id)
+            ):
+                found[int(customer_id)] = (None, value)
+    return found
+
+
+def _chunks(values: Sequence[int]) -> Iterable[list[int]]:
+    for start in range(0, len(values), _CHUNK):
+        yield list(values[start : start + _CHUNK])
+
+
+def _record_segment(
+    connection: Connection, name: str, as_of: datetime, entered: pa.Array, exited: pa.Array
+) -> None:
+    _close_stays(
+        connection, segment_memberships, segment_memberships.c.segment == name, as_of, exited
+    )
+    if len(entered):
+        connection.execute(
+            insert(segment_memberships),
+            [
+                {"segment": name, "customer_id": cid, "entered_at": as_of, "exited_at": None}
+                for cid in sorted(entered.to_pylist())
+            ],
+        )
+
+
+def _record_stage(
+    connection: Connection, name: str, as_of: datetime, entered: pa.Array, exited: pa.Array
+) -> None:
+    _close_stays(connection, stage_history, stage_history.c.stage == name, as_of, exited)
+    if len(entered):
+        connection.execute(
+            insert(stage_history),
+            [
+                {"customer_id": cid, "stage": name, "entered_at": as_of, "exited_at": None}
+                for cid in sorted(entered.to_pylist())
+            ],
+        )
+
+
+def _close_stays(
+    connection: Connection, table: Table, which: Any, as_of: datetime, exited: pa.Array
+) -> None:
+    for chunk in _chunks(sorted(exited.to_pylist())):
+        connection.execute(
+            update(table)
+            .where(which, table.c.exited_at.is_(None), table.c.customer_id.in_(chunk))
+            .values(exited_at=as_of)
+        )
+
+
+# --- the record and its analytic copy ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Last:
+    size: int
+    checksum: int
+    hash: str
+    as_of: datetime
+    entered: int
+    exited: int
+
+
+def _last_refreshes(workspace: Workspace) -> dict[str, _Last]:
+    """The latest refresh row of every segment and stage (one query)."""
+    latest = (
+        select(segment_refreshes.c.segment, func.max(segment_refreshes.c.refresh_id).label("id"))
+        .group_by(segment_refreshes.c.segment)
+        .subquery()
+    )
+    statement = select(segment_refreshes).join(
+        latest,
+        and_(
+            segment_refreshes.c.segment == latest.c.segment,
+            segment_refreshes.c.refresh_id == latest.c.id,
+        ),
+    )
+    with workspace.state.connect() as connection:
+        rows = connection.execute(statement).all()
+    return {
+        row.segment: _Last(
+            size=int(row.size),
+            checksum=int(row.checksum),
+            hash=row.definition_hash,
+            as_of=row.as_of,
+            entered=int(row.entered),
+            exited=int(row.exited),
+        )
+        for row in rows
+    }
+
+
+def _checksum_after(previous: _Last | None, entered: pa.Array, exited: pa.Array) -> int:
+    total = previous.checksum if previous else 0
+    total += sum(entered.to_pylist()) - sum(exited.to_pylist())
+    return int(total % CHECKSUM_MODULUS)
+
+
+def _repair_copies(workspace: Workspace, keys: Sequence[str]) -> None:
+    """Rebuild the analytic copy of any segment or stage whose members disagree with the
+    record (size and checksum): the record decides."""
+    last = _last_refreshes(workspace)
+    table = _members_table()
+    stats = table.group_by("segment").aggregate(size=table.count(), total=table.customer_id.sum())
+    found = {
+        row["segment"]: (int(row["size"]), int(row["total"] or 0) % CHECKSUM_MODULUS)
+        for row in workspace.events.ibis().to_pyarrow(stats).to_pylist()
+    }
+    for key in keys:
+        record = last.get(key)
+        want = (record.size, record.checksum) if record else (0, 0)
+        if found.get(key, (0, 0)) != want:
+            workspace.events.replace_members(key=key, members=_recorded_members(workspace, key))
+
+
+def _recorded_members(workspace: Workspace, key: str) -> pa.Array:
+    with workspace.state.connect() as connection:
+        if key.startswith(STAGE_PREFIX):
+            which = stage_history.c.stage == key.removeprefix(STAGE_PREFIX)
+            statement = select(stage_history.c.customer_id).where(
+                which, stage_history.c.exited_at.is_(None)
+            )
+        else:
+            statement = select(segment_memberships.c.customer_id).where(
+                segment_memberships.c.segment == key, segment_memberships.c.exited_at.is_(None)
+            )
+        return pa.array(connection.execute(statement).scalars().all(), pa.int64())
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def list_segments(*, workspace: Workspace, strategy: Strategy) -> list[SegmentSummary]:
+    """Every segment of the strategy with its size and change at the last refresh."""
+    last = _last_refreshes(workspace)
+    summaries = []
+    for name, segment in strategy.segments.items():
+        found = last.get(name)
+        summaries.append(
+            SegmentSummary(
+                name=name,
+                size=found.size if found else None,
+                entered=found.entered if found else 0,
+                exited=found.exited if found else 0,
+                refreshed_as_of=found.as_of if found else None,
+                definition_changed=found is not None and found.hash != definition_hash(segment),
+            )
+        )
+    return summaries
+
+
+def segment_summary(*, workspace: Workspace, strategy: Strategy, name: str) -> SegmentSummary:
+    for summary in list_segments(workspace=workspace, strategy=strategy):
+        if summary.name == name:
+            return summary
+    raise NotFoundError(f"unknown segment {name!r}{_known(strategy.segments)}")
+
+
+def segment_members(
+    *, workspace: Workspace, name: str, limit: int | None = None, offset: int = 0
+) -> list[Member]:
+    """The current members as recorded by the last refresh, by customer id."""
+    statement = (
+        select(
+            segment_memberships.c.customer_id,
+            customers.c.user_id,
+            segment_memberships.c.entered_at,
+        )
+        .join(
+            customers,
+            customers.c.customer_id == segment_memberships.c.customer_id,
+            isouter=True,
+        )
+        .where(segment_memberships.c.segment == name, segment_memberships.c.exited_at.is_(None))
+        .order_by(segment_memberships.c.customer_id)
+        .offset(offset)
+    )
+    if limit is not None:
+        statement = statement.limit(limit)
+    with workspace.state.connect() as connection:
+        rows = connection.execute(statement).all()
+    return [
+        Member(customer_id=int(row.customer_id), user_id=row.user_id, entered_at=row.entered_at)
+        for row in rows
+    ]
+
+
+def preview_segment(
+    *,
+    workspace: Workspace,
+    strategy: Strategy,
+    name: str,
+    as_of: datetime | None = None,
+    sample: int = 10,
+) -> SegmentPreview:
+    """Size and a sample of the members at `as_of`, computed now; nothing is saved (the
+    customers snapshot is brought up to date, which is no membership change)."""
+    segment = _segment(strategy, name)
+    moment = _as_of(workspace, as_of)
+    sync_customer_snapshot(workspace=workspace)
+    if uses_rfm(strategy):
+        materialise_rfm(workspace=workspace, strategy=strategy, as_of=moment)
+    expr = compile_segment(
+        segment,
+        as_of=moment,
+        tables=segment_tables(_dialect(workspace)),
+        segments=strategy.segments,
+        computed_traits=strategy.computed_traits,
+        name=name,
+    )
+    backend = workspace.events.ibis()
+    size = int(backend.to_pyarrow(expr.count()).as_py())
+    picked = backend.to_pyarrow(expr.order_by("customer_id").limit(sample))
+    ids = picked.column("customer_id").to_pylist()
+    users = _ids_of(workspace, ids)
+    return SegmentPreview(
+        name=name,
+        as_of=moment,
+        size=size,
+        sample=tuple(
+            Member(customer_id=cid, user_id=users.get(cid, (None, None))[0], entered_at=moment)
+            for cid in ids
+        ),
+    )
+
+
+def explain_segment(*, strategy: Strategy, name: str, dialect: str, as_of: datetime) -> str:
+    """The SQL one engine runs for the segment (references inlined)."""
+    if dialect not in DIALECTS:
+        raise UserError(f"unknown dialect {dialect!r}: use one of {', '.join(DIALECTS)}")
+    expr = compile_segment(
+        _segment(strategy, name),
+        as_of=as_of,
+        tables=segment_tables(dialect),
+        segments=strategy.segments,
+        computed_traits=strategy.computed_traits,
+        name=name,
+    )
+    return to_sql(expr, dialect=dialect)
+
+
+def _segment(strategy: Strategy, name: str) -> Segment:
+    segment = strategy.segments.get(name)
+    if segment is None:
+        raise NotFoundError(f"unknown segment {name!r}{_known(strategy.segments)}")
+    return segment
+
+
+def _known(names: Mapping[str, Any]) -> str:
+    return f" (known: {', '.join(sorted(names))})" if names else " (the strategy has none)"
+
+
+__all__ = [
+    "SEGMENT_ENTERED",
+    "SEGMENT_EXITED",
+    "Member",
+    "RefreshReport",
+    "SegmentPreview",
+    "SegmentSummary",
+    "explain_segment",
+    "list_segments",
+    "materialise_rfm",
+    "preview_segment",
+    "refresh_segments",
+    "segment_members",
+    "segment_summary",
+    "sync_customer_snapshot",
+]
