@@ -196,6 +196,7 @@ def refresh_segments(
     wanted = _with_dependencies(strategy, names) if names else set(strategy.segments)
     order = [name for name in dependency_order(strategy.segments) if name in wanted]
     keys = order + ([_stage_key(s.name) for s in strategy.stages] if stages is not False else [])
+    _no_going_back(workspace, keys, moment)
     _repair_copies(workspace, keys)
     refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment)
     reports = []
@@ -214,6 +215,17 @@ def _as_of(workspace: Workspace, as_of: datetime | None) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise UserError("as_of needs a time zone, such as 2026-03-01T00:00:00Z")
     return moment
+
+
+def _no_going_back(workspace: Workspace, keys: Sequence[str], as_of: datetime) -> None:
+    """Stays are recorded in time order: a refresh before the last one would rewrite it."""
+    last = _last_refreshes(workspace)
+    latest = max((last[key].as_of for key in keys if key in last), default=None)
+    if latest is not None and as_of < latest:
+        raise UserError(
+            f"segments were refreshed as of {latest.isoformat()}: a refresh cannot go back "
+            f"to {as_of.isoformat()} (replay history in a fresh workspace)"
+        )
 
 
 def _with_dependencies(strategy: Strategy, names: Iterable[str]) -> set[str]:
