@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from orbita.cli import customers, generate, imports
+from orbita.cli import customers, generate, imports, segments
 from orbita.cli.common import (
     DEFAULT_WORKSPACE,
     JsonOption,
@@ -115,6 +115,8 @@ def demo(
 app.add_typer(imports.app, name="import")
 app.command("generate")(generate.generate)
 app.add_typer(customers.app, name="customers")
+app.add_typer(segments.app, name="segments")
+app.command("stages")(segments.stages)
 
 
 def main() -> None:
