@@ -115,6 +115,12 @@ def start_server(workspace: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, json.loads(info.read_text())["url"]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGINT)
     try:
@@ -226,6 +232,8 @@ def main() -> None:
                     f"{time.perf_counter() - started:.1f} s (not timed below)",
                     flush=True,
                 )
+            server_cpu = cpu_seconds(process.pid)
+            client_cpu = time.process_time()
             sent, requests, elapsed = asyncio.run(
                 send_all(
                     url=url,
@@ -235,6 +243,8 @@ def main() -> None:
                     seconds=args.seconds,
                 )
             )
+            server_cpu = cpu_seconds(process.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
         finally:
             stop_server(process)
         with open_workspace(settings=settings) as workspace:
@@ -254,6 +264,10 @@ def main() -> None:
     print(
         f"/v1/batch:  {sent:,} events in {requests:,} requests in {elapsed:.1f} s "
         f"= {api_rate:,.0f} events/s (stored: {stored:,})"
+    )
+    print(
+        f"CPU while sending: server {server_cpu:.1f} s ({server_cpu / elapsed:.2f} cores), "
+        f"clients {client_cpu:.1f} s ({client_cpu / elapsed:.2f} cores)"
     )
     print(f"raw append, {args.batch}-event Arrow batches:    {raw_500:,.0f} events/s")
     print(
