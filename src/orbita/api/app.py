@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import orbita
-from orbita.api import customers, health, ingest
+from orbita.api import customers, health, ingest, segments
 from orbita.api.deps import ApiContext
 from orbita.api.errors import install_error_handlers
 from orbita.core.settings import Settings
@@ -32,14 +33,21 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
         try:
             ingestor = Ingestor(workspace=opened, max_batch_events=settings.ingest_max_batch_events)
             ingestor.start()
+            schedule: asyncio.Task[None] | None = None
             try:
-                app.state.orbita = ApiContext(
+                app.state.orbita = context = ApiContext(
                     settings=settings,
                     workspace=opened,
                     ingestor=ingestor,
                 )
+                if settings.refresh_interval > 0:
+                    schedule = asyncio.create_task(
+                        segments.refresh_every(context, seconds=settings.refresh_interval)
+                    )
                 yield
             finally:
+                if schedule is not None:
+                    schedule.cancel()
                 app.state.orbita = None
                 # Waits for the writer to drain: requests already answered 200 are durable.
                 await run_in_threadpool(ingestor.close)
@@ -58,6 +66,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(customers.router)
+    app.include_router(segments.router)
     return app
 
 
