@@ -6,6 +6,18 @@ global time order although each chunk spans the whole period, so they are writte
 passes: each chunk's events go to a temporary Arrow file, one record batch per time window;
 then every window is read back from all chunk files, put in order and appended to the
 output. Memory stays at about one chunk plus one window, whatever the number of customers.
+
+The files (the importer's contract):
+- customers.<fmt>: one Segment identify per customer in sign-up order. Parquet and CSV rows
+  are flat: userId, messageId ("gen-<store>-<seed>-identify-<userId>"), timestamp (sign-up;
+  a UTC timestamp in Parquet, ISO 8601 text in CSV), then the traits as columns (email,
+  phone, telegram_chat_id, timezone, locale, createdAt, first_name, ..., and the store's
+  own). JSON Lines hold {"type": "identify", messageId, userId, timestamp, traits}.
+- events.<fmt>: one Segment track per row in (timestamp, customer, ordinal) order:
+  messageId ("gen-<store>-<seed>-<userId>-<n>", n counting the customer's events), type,
+  event, userId (missing on anonymous visits), anonymousId, timestamp, properties and
+  context (JSON text in Parquet and CSV, objects in JSON Lines).
+- truth.json: the generating parameters, the campaigns' true effects and realised counts.
 """
 
 from __future__ import annotations
