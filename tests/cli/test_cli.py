@@ -227,7 +227,8 @@ def test_with_a_server_running(
     path.write_text(CUSTOMERS_CSV)
     code, _, err = orbita("import", "customers", str(path), "-w", workspace)
     assert code == 2
-    assert f"in use by process {server.pid}" in err
+    assert f"`orbita serve` (pid {server.pid}, {url}) has this workspace's event store" in err
+    assert len(err.strip().splitlines()) == 1
 
     code, out, err = orbita("customers", "show", "u9", "--json", "-w", workspace)
     assert code == 0, err

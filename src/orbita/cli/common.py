@@ -23,7 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from orbita.core.errors import UserError
+from orbita.cli.remote import running_server
+from orbita.core.errors import StoreLockedError, UserError
 from orbita.core.settings import Settings
 
 WorkspaceOption = Annotated[
@@ -58,10 +59,23 @@ def settings_for(workspace: Path) -> Settings:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """A user's mistake becomes one line on stderr and exit code 2, never a traceback."""
+def user_errors(*, workspace: Path | None = None) -> Iterator[None]:
+    """A user's mistake becomes one line on stderr and exit code 2, never a traceback.
+
+    Given the workspace, a store held by a running `orbita serve` is named as such.
+    """
     try:
         yield
+    except StoreLockedError as error:
+        server = running_server(workspace) if workspace is not None else None
+        if server is None:
+            fail(str(error))
+        else:
+            fail(
+                f"`orbita serve` (pid {server.pid}, {server.url}) has this workspace's event "
+                "store open, and DuckDB lets one process use it: stop the server first, "
+                f"or send events to {server.url}/v1/batch"
+            )
     except UserError as error:
         fail(str(error))
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as error:

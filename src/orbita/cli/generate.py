@@ -75,7 +75,7 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic store's customers and events (deterministic for a seed)."""
-    with user_errors():
+    with user_errors(workspace=workspace):
         if out is not None:
             report = _generate(
                 store=store, customers=customers, days=days, seed=seed, out=out, fmt=fmt

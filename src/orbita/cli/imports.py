@@ -44,7 +44,7 @@ def customers(
 ) -> None:
     """Customer profiles: userId, email, phone, timezone, … and any other column as a trait."""
     with (
-        user_errors(),
+        user_errors(workspace=workspace),
         phased_progress("customers") as progress,
         open_workspace(settings=settings_for(workspace)) as opened,
     ):
@@ -61,7 +61,7 @@ def events(
 ) -> None:
     """Events: messageId, type, event, userId, anonymousId, timestamp, properties, context."""
     with (
-        user_errors(),
+        user_errors(workspace=workspace),
         phased_progress("events") as progress,
         open_workspace(settings=settings_for(workspace)) as opened,
     ):

@@ -93,7 +93,7 @@ def demo(
     """Generate a clothing store, load it into the workspace and show what was loaded."""
     from orbita.services.summary import summarise  # Ibis: imported only where it is used
 
-    with user_errors():
+    with user_errors(workspace=workspace):
         loaded = generate.generate_into_workspace(
             workspace=workspace,
             store=generate.Store.clothing_store,
