@@ -431,3 +431,31 @@ def test_generated_events_take_the_vectorised_path(
 
     assert report.vectorised
     assert report.stored == generated.events
+
+
+def test_jsonl_customers_may_be_full_identify_messages(
+    embedded_workspace: Workspace, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.jsonl"
+    path.write_text(
+        '{"type": "identify", "userId": "u1", "traits": {"email": "a@example.com", "vip": true},'
+        ' "context": {"timezone": "Europe/Warsaw"}, "timestamp": "2025-01-01T00:00:00Z"}\n'
+        '{"userId": "u2", "traits": {"plan": "basic"}}\n'
+        '{"userId": "u3", "email": "flat@example.com"}\n'
+    )
+
+    report = import_customers(workspace=embedded_workspace, path=path)
+
+    assert report.stored == 3
+    first = get_customer(workspace=embedded_workspace, user_id="u1").profile
+    assert (first.email, first.traits["vip"], first.timezone) == (
+        "a@example.com",
+        True,
+        "Europe/Warsaw",
+    )
+    assert get_customer(workspace=embedded_workspace, user_id="u2").profile.traits == {
+        "plan": "basic"
+    }
+    assert get_customer(workspace=embedded_workspace, user_id="u3").profile.email == (
+        "flat@example.com"
+    )
