@@ -258,3 +258,28 @@ def test_demo_prints_what_it_loaded(tmp_path: Path) -> None:
     assert data["loaded"]["events"]["stored"] == 0
     assert data["summary"]["customers"] == 60
     assert data["summary"]["events"] == data["loaded"]["events"]["rows"] + 60
+
+
+def test_generate_to_files_and_into_the_workspace(tmp_path: Path) -> None:
+    out = tmp_path / "files"
+    code, stdout, err = orbita(
+        "generate", "bank", "-n", "30", "-d", "15", "--out", str(out), "--format", "csv", "--json"
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["customers"] == 30
+    assert Path(report["events_path"]) == out / "events.csv"
+    assert not (tmp_path / "orbita-data").exists()  # --out imports nothing
+
+    workspace = str(tmp_path / "ws")
+    code, stdout, err = orbita(
+        "generate", "bank", "-n", "30", "-d", "15", "-w", workspace, "--json"
+    )
+    assert code == 0, err
+    loaded = json.loads(stdout)
+    assert loaded["customers"]["stored"] == 30
+    assert loaded["events"]["stored"] == loaded["generated"]["events"]
+
+    code, _, err = orbita("generate", "bank", "-n", "0", "-w", workspace)
+    assert code == 2
+    assert "at least 1" in err
