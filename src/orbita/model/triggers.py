@@ -68,6 +68,12 @@ class EventTrigger(BaseModel):
     where: Where = ()
 
 
+# The events a segment refresh records when a customer enters or leaves a segment (with the
+# segment's name in `properties.segment`): what segment triggers match.
+SEGMENT_ENTERED_EVENT = "Segment Entered"
+SEGMENT_EXITED_EVENT = "Segment Exited"
+
+
 class SegmentTrigger(BaseModel):
     """A customer entered (or left) a segment; the refresh records it as an event."""
 

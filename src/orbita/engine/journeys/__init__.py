@@ -1,0 +1,63 @@
+"""The pure journey engine: entry, steps, events and trigger matching (no I/O, no clock)."""
+
+from orbita.engine.journeys.run import (
+    CompiledJourney,
+    advance,
+    bucket,
+    compile_journey,
+    enter,
+    idempotency_key,
+    on_event,
+)
+from orbita.engine.journeys.state import (
+    CallWebhook,
+    Command,
+    Convert,
+    Decision,
+    Entered,
+    Exit,
+    Facts,
+    NotEntered,
+    Passed,
+    RunContext,
+    RunsSummary,
+    RunState,
+    Schedule,
+    Send,
+    Suppressed,
+    UpdateTrait,
+)
+from orbita.engine.journeys.times import next_cron_time, next_date_trigger, next_time_of_day
+from orbita.engine.journeys.triggers import TriggerMatcher, compile_triggers, interpret_triggers
+
+__all__ = [
+    "CallWebhook",
+    "Command",
+    "CompiledJourney",
+    "Convert",
+    "Decision",
+    "Entered",
+    "Exit",
+    "Facts",
+    "NotEntered",
+    "Passed",
+    "RunContext",
+    "RunState",
+    "RunsSummary",
+    "Schedule",
+    "Send",
+    "Suppressed",
+    "TriggerMatcher",
+    "UpdateTrait",
+    "advance",
+    "bucket",
+    "compile_journey",
+    "compile_triggers",
+    "enter",
+    "idempotency_key",
+    "interpret_triggers",
+    "next_cron_time",
+    "next_date_trigger",
+    "next_time_of_day",
+    "on_event",
+]
