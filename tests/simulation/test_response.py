@@ -9,90 +9,140 @@ import pytest
 
 from orbita.simulation import CAMPAIGNS, CustomerState, sample_response, state_of
 from orbita.simulation.clothing import ClothingStore
+from orbita.simulation.response import Responses, sample_responses
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 
 
-def _state(i: int, *, rate: float = 0.03, engagement: float = 1.0) -> CustomerState:
-    return CustomerState(
-        user_id=f"u{i:07d}",
-        active=True,
-        goal_rates={"Order Completed": rate},
-        engagement=engagement,
-        order_value=80.0,
+def _batch(
+    kind: str,
+    n: int,
+    *,
+    store: str = "clothing-store",
+    treated: bool | np.ndarray = True,
+    seed: int = 9,
+    active: bool = True,
+    first: int = 0,
+) -> Responses:
+    rng = np.random.Generator(np.random.PCG64(1))
+    return sample_responses(
+        store=store,
+        campaign=kind,
+        seed=seed,
+        now=NOW,
+        user_ids=[f"u{i:07d}" for i in range(first, first + n)],
+        active=np.full(n, active),
+        goal_rate=rng.gamma(2.0, 0.01, n),
+        engagement=rng.gamma(4.0, 0.25, n),
+        order_value=np.full(n, 80.0),
+        treated=treated,
     )
 
 
-@pytest.mark.parametrize("kind", ["abandoned_cart", "win_back", "vip"])
-def test_uplift_over_a_holdout_is_the_true_uplift(kind: str) -> None:
-    spec = CAMPAIGNS["clothing-store"][kind]
-    rng = np.random.Generator(np.random.PCG64(1))
-    n = 6000
-    states = [
-        _state(i, rate=float(rng.gamma(2.0, 0.01)), engagement=float(rng.gamma(4.0, 0.25)))
-        for i in range(n)
-    ]
-    treated = [
-        sample_response(store="clothing-store", state=s, campaign=kind, seed=9, now=NOW)
-        for s in states
-    ]
-    untreated = [
-        sample_response(
-            store="clothing-store", state=s, campaign=kind, seed=9, now=NOW, treated=False
-        )
-        for s in states
-    ]
-    lift = np.mean([r.converted for r in treated]) - np.mean([r.converted for r in untreated])
+@pytest.mark.parametrize(
+    ("store", "kind"), [(store, kind) for store in CAMPAIGNS for kind in sorted(CAMPAIGNS[store])]
+)
+def test_uplift_over_a_holdout_is_the_true_uplift(store: str, kind: str) -> None:
+    spec = CAMPAIGNS[store][kind]
+    n = 60_000
+    treated = _batch(kind, n, store=store)
+    untreated = _batch(kind, n, store=store, treated=False)
+    lift = treated.converted.mean() - untreated.converted.mean()
     # Paired on the same customers and random numbers: only the extra conversions differ.
     assert lift == pytest.approx(spec.uplift, abs=4 * np.sqrt(spec.uplift / n))
-    assert all(r.converted for r, u in zip(treated, untreated, strict=True) if u.converted)
-    assert not any(r.opened for r in untreated)
-    extra = [r for r in treated if r.incremental]
-    assert all(r.opened for r in extra)
+    assert (treated.converted | ~untreated.converted).all()
+    assert not untreated.opened.any()
+    assert treated.opened[treated.incremental].all()
     # Clickers are far more likely than other openers to be the extra conversions.
-    openers = [r for r in treated if r.opened]
-    assert np.mean([r.clicked for r in extra]) > 1.5 * np.mean([r.clicked for r in openers])
-    # Independent halves, as a holdout test would see them.
-    half = n // 2
-    split = np.mean([r.converted for r in treated[:half]]) - np.mean(
-        [r.converted for r in untreated[half:]]
+    assert (
+        treated.clicked[treated.incremental].mean() > 1.5 * treated.clicked[treated.opened].mean()
     )
-    assert split == pytest.approx(spec.uplift, abs=0.035)
+    # Random halves, as a holdout test sees them: treated customers vs other customers.
+    half = np.arange(n) % 2 == 0
+    mixed = _batch(kind, n, store=store, treated=half)
+    split = mixed.converted[half].mean() - mixed.converted[~half].mean()
+    assert split == pytest.approx(spec.uplift, abs=0.015)
+    assert treated.treated_probability.mean() - treated.baseline_probability.mean() == (
+        pytest.approx(spec.uplift, rel=0.05)
+    )
 
 
 def test_open_and_click_rates_follow_the_campaign() -> None:
     spec = CAMPAIGNS["clothing-store"]["browse_abandonment"]
-    responses = [
-        sample_response(
-            store="clothing-store", state=_state(i), campaign="browse_abandonment", seed=2, now=NOW
+    n = 20_000
+    batch = sample_responses(
+        store="clothing-store",
+        campaign="browse_abandonment",
+        seed=2,
+        now=NOW,
+        user_ids=[f"u{i:07d}" for i in range(n)],
+        active=np.ones(n, dtype=np.bool_),
+        goal_rate=np.full(n, 0.03),
+        engagement=np.ones(n),
+        order_value=np.full(n, 60.0),
+    )
+    assert batch.opened.mean() == pytest.approx(spec.open_rate, abs=0.015)
+    assert batch.clicked[batch.opened].mean() == pytest.approx(spec.click_rate, abs=0.02)
+    now_ms = NOW.timestamp() * 1000
+    window_ms = spec.window_days * 86_400_000
+    at = batch.converted_at[batch.converted]
+    assert (at >= now_ms).all() and (at <= now_ms + window_ms).all()
+    assert (batch.converted_at[~batch.converted] == -1).all()
+    assert (batch.opened_at[batch.opened] > now_ms).all()
+    assert (batch.clicked_at[batch.clicked] >= batch.opened_at[batch.clicked]).all()
+    assert batch.value[batch.converted].mean() == pytest.approx(60.0, rel=0.05)
+
+
+def test_one_customer_at_a_time_gives_the_batch_answers() -> None:
+    n = 300
+    rng = np.random.Generator(np.random.PCG64(3))
+    engagement = rng.gamma(4.0, 0.25, n)
+    batch = sample_responses(
+        store="clothing-store",
+        campaign="vip",
+        seed=4,
+        now=NOW,
+        user_ids=[f"u{i:07d}" for i in range(n)],
+        active=np.ones(n, dtype=np.bool_),
+        goal_rate=np.full(n, 0.05),
+        engagement=engagement,
+        order_value=np.full(n, 120.0),
+    )
+    for i in range(n):
+        state = CustomerState(
+            user_id=f"u{i:07d}",
+            active=True,
+            goal_rates={"Order Completed": 0.05},
+            engagement=float(engagement[i]),
+            order_value=120.0,
         )
-        for i in range(5000)
-    ]
-    opened = np.array([r.opened for r in responses])
-    clicked = np.array([r.clicked for r in responses])
-    assert opened.mean() == pytest.approx(spec.open_rate, abs=0.025)
-    assert clicked[opened].mean() == pytest.approx(spec.click_rate, abs=0.03)
-    for r in responses[:500]:
-        if r.converted:
-            assert r.converted_at is not None
-            assert NOW <= r.converted_at <= NOW + timedelta(days=spec.window_days)
-        if r.clicked:
-            assert r.opened_at is not None and r.clicked_at is not None
-            assert NOW < r.opened_at <= r.clicked_at
+        one = sample_response(store="clothing-store", state=state, campaign="vip", seed=4, now=NOW)
+        assert one.opened == batch.opened[i] and one.clicked == batch.clicked[i]
+        assert one.converted == batch.converted[i] and one.value == batch.value[i]
+        if one.converted_at is not None:
+            assert one.converted_at.timestamp() * 1000 == pytest.approx(batch.converted_at[i])
 
 
 def test_responses_are_reproducible_and_depend_on_the_seed() -> None:
-    state = _state(7, rate=0.2)
+    state = CustomerState(user_id="u0000007", active=True, goal_rates={"Order Completed": 0.2})
     first = sample_response(store="clothing-store", state=state, campaign="vip", seed=1, now=NOW)
     again = sample_response(store="clothing-store", state=state, campaign="vip", seed=1, now=NOW)
     assert first == again
-    outcomes = {
-        sample_response(
-            store="clothing-store", state=state, campaign="vip", seed=seed, now=NOW
-        ).opened_at
-        for seed in range(20)
-    }
-    assert len(outcomes) > 1
+    assert first.converted_at is None or first.converted_at.tzinfo is not None
+    seeds = _batch("vip", 2000, seed=1).opened != _batch("vip", 2000, seed=2).opened
+    assert seeds.any()
+    later = sample_responses(
+        store="clothing-store",
+        campaign="vip",
+        seed=1,
+        now=NOW + timedelta(days=1),
+        user_ids=["u0000007"] * 1,
+        active=np.ones(1, dtype=np.bool_),
+        goal_rate=np.full(1, 0.2),
+        engagement=np.ones(1),
+        order_value=np.zeros(1),
+    )
+    assert later.opened_at[0] != (first.opened_at.timestamp() * 1000 if first.opened_at else -1)
     with pytest.raises(ValueError, match="aware"):
         sample_response(
             store="clothing-store",
@@ -104,26 +154,15 @@ def test_responses_are_reproducible_and_depend_on_the_seed() -> None:
 
 
 def test_lapsed_customers_convert_only_when_won_back() -> None:
-    lapsed = CustomerState(user_id="u0000001", active=False, goal_rates={"Order Completed": 0.05})
-    responses = [
-        sample_response(
-            store="clothing-store",
-            state=CustomerState(user_id=f"u{i:07d}", active=False, goal_rates=lapsed.goal_rates),
-            campaign="win_back",
-            seed=3,
-            now=NOW,
-        )
-        for i in range(3000)
-    ]
-    assert all(r.incremental for r in responses if r.converted)
-    assert responses[0].baseline_probability == 0.0
+    batch = _batch("win_back", 20_000, active=False)
+    assert batch.converted.any()
+    assert (batch.incremental == batch.converted).all()
+    assert (batch.baseline_probability == 0).all()
 
 
-def test_bank_campaigns_and_states_from_a_generated_chunk() -> None:
+def test_states_from_a_generated_chunk_and_bank_campaigns() -> None:
     store = ClothingStore(seed=1, customers=300, start=NOW - timedelta(days=90), days=90)
-    latent = store.chunk(0).latent
-    end = NOW
-    state = state_of(latent, 0, now=end)
+    state = state_of(store.chunk(0).latent, 0, now=NOW)
     assert state.user_id == "u0000001"
     assert "Order Completed" in state.goal_rates
     response = sample_response(
@@ -131,7 +170,7 @@ def test_bank_campaigns_and_states_from_a_generated_chunk() -> None:
         state=CustomerState(user_id="u0000002", active=True, goal_rates={"Card Activated": 0.3}),
         campaign="activation_nudge",
         seed=4,
-        now=end,
+        now=NOW,
         channel="sms",
     )
     assert response.baseline_probability == pytest.approx(1 - np.exp(-0.3 * 7))

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from orbita.simulation.records import LatentStates
+from orbita.simulation.records import Bools, Floats, Int64s, LatentStates
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,26 @@ class Response:
     treated_probability: float  # ... with it
 
 
+@dataclass(frozen=True, slots=True)
+class Responses:
+    """Many customers' responses to one campaign sent at one moment (arrays, one per field).
+
+    Times are ms since the epoch (UTC), -1 where the thing did not happen.
+    """
+
+    opened: Bools
+    clicked: Bools
+    unsubscribed: Bools
+    converted: Bools
+    incremental: Bools
+    opened_at: Int64s
+    clicked_at: Int64s
+    converted_at: Int64s
+    value: Floats
+    baseline_probability: Floats
+    treated_probability: Floats
+
+
 def sample_response(
     *,
     store: str,
@@ -121,73 +142,151 @@ def sample_response(
     """Sample one customer's response to one message sent at `now` (pure, reproducible).
 
     `treated=False` gives what the same customer does without the message (a holdout).
+    The same as `sample_responses` for this one customer.
+    """
+    rate = state.goal_rates.get(CAMPAIGNS[store][campaign].goal_event, 0.0)
+    batch = sample_responses(
+        store=store,
+        campaign=campaign,
+        seed=seed,
+        now=now,
+        user_ids=[state.user_id],
+        active=np.array([state.active]),
+        goal_rate=np.array([rate], dtype=np.float64),
+        engagement=np.array([state.engagement], dtype=np.float64),
+        order_value=np.array([state.order_value], dtype=np.float64),
+        channel=channel,
+        treated=treated,
+    )
+    return Response(
+        treated=treated,
+        opened=bool(batch.opened[0]),
+        clicked=bool(batch.clicked[0]),
+        unsubscribed=bool(batch.unsubscribed[0]),
+        converted=bool(batch.converted[0]),
+        incremental=bool(batch.incremental[0]),
+        opened_at=_moment(int(batch.opened_at[0])),
+        clicked_at=_moment(int(batch.clicked_at[0])),
+        converted_at=_moment(int(batch.converted_at[0])),
+        value=float(batch.value[0]),
+        baseline_probability=float(batch.baseline_probability[0]),
+        treated_probability=float(batch.treated_probability[0]),
+    )
+
+
+def sample_responses(
+    *,
+    store: str,
+    campaign: str,
+    seed: int,
+    now: datetime,
+    user_ids: Sequence[str],
+    active: Bools,
+    goal_rate: Floats,
+    engagement: Floats,
+    order_value: Floats,
+    channel: str = "email",
+    treated: bool | Bools = True,
+) -> Responses:
+    """Vectorised `sample_response`: one campaign at one moment to many customers.
+
+    Each customer's random numbers come from a hash of (seed, store, campaign, now, userId)
+    — a counter-based generator — so a customer's response does not depend on who else is
+    in the batch, and one call per customer gives the same answers.
     """
     if now.tzinfo is None:
         raise ValueError("now must be time zone-aware")
     spec = CAMPAIGNS[store][campaign]
-    kinds = list(CAMPAIGNS[store])
-    user = hashlib.blake2b(state.user_id.encode(), digest_size=8).digest()
-    moment = int(now.timestamp()) & 0xFFFF_FFFF_FFFF
-    rng = np.random.Generator(
-        np.random.PCG64(
-            np.random.SeedSequence(
-                [
-                    seed,
-                    int.from_bytes(user[:4]),
-                    int.from_bytes(user[4:]),
-                    kinds.index(campaign),
-                    moment,
-                ]
-            )
-        )
+    now_ms = round(now.timestamp() * 1000)
+    u = _uniforms(
+        seed=seed,
+        stream=(list(CAMPAIGNS).index(store) << 16) | list(CAMPAIGNS[store]).index(campaign),
+        moment=now_ms // 1000,
+        user_ids=user_ids,
+        count=16,
     )
-    u_open, u_click, u_unsub, u_base, u_extra, u_when = rng.random(6)
-    open_delay, click_delay, convert_delay = rng.lognormal([math.log(2.0), math.log(0.1), 0.9], 0.8)
-    value_draw = rng.gamma(4.0, 0.25)
+    u_open, u_click, u_unsub, u_base, u_extra, u_when = (u[:, i] for i in range(6))
+    # Log-normal delays (hours) from Box-Muller normals; Gamma(4, 1/4) as four exponentials.
+    normal = np.sqrt(-2 * np.log(u[:, 6:9])) * np.cos(2 * np.pi * u[:, 9:12])
+    delays = np.exp(np.array([math.log(2.0), math.log(0.1), 0.9]) + 0.8 * normal)
+    value_draw = -0.25 * np.log(u[:, 12:16]).sum(axis=1)
 
-    rate = state.goal_rates.get(spec.goal_event, 0.0) if state.active else 0.0
-    base = 1.0 - math.exp(-rate * spec.window_days)
-    p_open = min(0.98, spec.open_rate * CHANNEL_OPEN_FACTOR.get(channel, 1.0) * state.engagement)
-    p_click = min(0.95, spec.click_rate * state.engagement)
+    rate = np.where(active, goal_rate, 0.0)
+    base = 1.0 - np.exp(-rate * spec.window_days)
+    factor = CHANNEL_OPEN_FACTOR.get(channel, 1.0)
+    p_open = np.minimum(0.98, spec.open_rate * factor * engagement)
+    p_click = np.minimum(0.95, spec.click_rate * engagement)
     # Extra conversions among those who would not convert anyway, only through an open.
-    need = spec.uplift / (1.0 - base) if base < 1.0 else 0.0
-    via_click = min(1.0, spec.clicked_share_of_uplift * need / (p_open * p_click))
-    via_open = min(1.0, max(0.0, need / p_open - via_click * p_click) / (1.0 - p_click))
-    treated_p = base + (1.0 - base) * p_open * (via_click * p_click + via_open * (1 - p_click))
+    need = np.where(base < 1.0, spec.uplift / np.maximum(1.0 - base, 1e-12), 0.0)
+    via_click = np.minimum(1.0, spec.clicked_share_of_uplift * need / (p_open * p_click))
+    via_open = np.minimum(1.0, np.maximum(0.0, need / p_open - via_click * p_click) / (1 - p_click))
+    reach = p_open * (via_click * p_click + via_open * (1 - p_click))
+    treated_p = base + (1.0 - base) * reach
 
-    opened = treated and u_open < p_open
-    clicked = opened and u_click < p_click
-    unsubscribed = opened and not clicked and u_unsub < spec.unsubscribe_rate / p_open
-    converts_anyway = u_base < base
-    extra = not converts_anyway and opened and u_extra < (via_click if clicked else via_open)
-    converted = converts_anyway or extra
+    opened = np.asarray(treated, dtype=np.bool_) & (u_open < p_open)
+    clicked = opened & (u_click < p_click)
+    unsubscribed = opened & ~clicked & (u_unsub < spec.unsubscribe_rate / p_open)
+    anyway = u_base < base
+    extra = ~anyway & opened & (u_extra < np.where(clicked, via_click, via_open))
+    converted = anyway | extra
 
-    window_end = now + timedelta(days=spec.window_days)
-    opened_at = now + timedelta(hours=float(open_delay)) if opened else None
-    clicked_at = opened_at + timedelta(hours=float(click_delay)) if clicked and opened_at else None
-    converted_at: datetime | None = None
-    if extra:
-        after = clicked_at or opened_at or now
-        converted_at = min(after + timedelta(hours=float(convert_delay)), window_end)
-    elif converts_anyway and rate > 0:
-        # The first event of a Poisson process, given that it falls inside the window.
-        days = -math.log(1.0 - u_when * base) / rate
-        converted_at = now + timedelta(days=min(days, spec.window_days))
-    value = state.order_value * float(value_draw) if converted else 0.0
-    return Response(
-        treated=treated,
+    hour = 3_600_000
+    opened_at = np.where(opened, now_ms + (delays[:, 0] * hour).astype(np.int64), -1)
+    clicked_at = np.where(clicked, opened_at + (delays[:, 1] * hour).astype(np.int64), -1)
+    window_end = now_ms + int(spec.window_days * 86_400_000)
+    after = np.where(clicked, clicked_at, opened_at)
+    extra_at = np.minimum(after + (delays[:, 2] * hour).astype(np.int64), window_end)
+    # Without the message: the first event of a Poisson process, given it falls in the window.
+    safe = np.where(rate > 0, rate, 1.0)
+    days = np.minimum(-np.log(1.0 - u_when * base) / safe, spec.window_days)
+    anyway_at = now_ms + (days * 86_400_000).astype(np.int64)
+    converted_at = np.where(extra, extra_at, np.where(anyway & (rate > 0), anyway_at, -1))
+    converted_at = np.where(converted & (converted_at < 0), now_ms, converted_at)
+    value = np.where(converted, np.round(order_value * value_draw, 2), 0.0)
+    return Responses(
         opened=opened,
         clicked=clicked,
         unsubscribed=unsubscribed,
         converted=converted,
         incremental=extra,
-        opened_at=_utc(opened_at),
-        clicked_at=_utc(clicked_at),
-        converted_at=_utc(converted_at),
-        value=round(value, 2),
+        opened_at=opened_at.astype(np.int64),
+        clicked_at=clicked_at.astype(np.int64),
+        converted_at=converted_at.astype(np.int64),
+        value=value,
         baseline_probability=base,
         treated_probability=treated_p,
     )
+
+
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SplitMix64's finaliser: a bijective scramble of 64-bit integers."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _uniforms(
+    *, seed: int, stream: int, moment: int, user_ids: Sequence[str], count: int
+) -> Floats:
+    """`count` uniforms in (0, 1) per user, from a hash of everything that names the draw."""
+    users = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little")
+            for u in user_ids
+        ],
+        dtype=np.uint64,
+    )
+    with np.errstate(over="ignore"):
+        key = np.full(len(users), seed & _MASK, dtype=np.uint64)
+        for part in (stream, moment & _MASK):
+            key = _mix(key ^ np.uint64(part & _MASK))
+        key = _mix(key ^ users)
+        steps = np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        bits = _mix(key[:, None] + steps[None, :])
+    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
 
 
 def state_of(latent: LatentStates, row: int, *, now: datetime) -> CustomerState:
@@ -202,5 +301,5 @@ def state_of(latent: LatentStates, row: int, *, now: datetime) -> CustomerState:
     )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+def _moment(ms: int) -> datetime | None:
+    return None if ms < 0 else datetime.fromtimestamp(ms / 1000, tz=UTC)
