@@ -261,7 +261,9 @@ def _members_table() -> Expr:
 
 
 def _current(key: str) -> Expr:
-    table = _members_table()
+    # A view: two unbound tables of one name are equal to Ibis, and a diff (or a segment
+    # reading two others) joins this table with itself.
+    table = _members_table().view()
     return table.filter(table.segment == key).select("customer_id")
 
 
@@ -317,14 +319,20 @@ class _Refresher:
         started = time.perf_counter()
         key = name if kind == "segment" else _stage_key(name)
         current = _current(key)
-        # Only the differences leave the engine: a FULL OUTER JOIN of new and current members.
-        joined = new.outer_join(current, new.customer_id == current.customer_id)
-        diff = joined.filter(joined.customer_id.isnull() | joined.customer_id_right.isnull())
-        rows = self.backend.to_pyarrow(
-            diff.select(new_id=diff.customer_id, old_id=diff.customer_id_right)
+        # Only the differences leave the engine: new members marked 1, current ones 2, summed
+        # per customer; 1 entered, 2 exited. (A FULL OUTER JOIN says the same, but Ibis 12
+        # hoists a semi-join of `new` above the outer join, which changes its meaning.)
+        marked = ibis.union(
+            new.select("customer_id", side=ibis.literal(1, "int8")),
+            current.select("customer_id", side=ibis.literal(2, "int8")),
+            distinct=False,
         )
-        entered = pc.drop_null(rows.column("new_id")).combine_chunks()
-        exited = pc.drop_null(rows.column("old_id")).combine_chunks()
+        sides = marked.group_by("customer_id").aggregate(side=marked.side.sum())
+        rows = self.backend.to_pyarrow(sides.filter(sides.side != 3))
+        side = rows.column("side")
+        ids = rows.column("customer_id")
+        entered = ids.filter(pc.equal(side, 1)).combine_chunks()
+        exited = ids.filter(pc.equal(side, 2)).combine_chunks()
         previous = self.last.get(key)
         size = (previous.size if previous else 0) + len(entered) - len(exited)
         checksum = _checksum_after(previous, entered, exited)
