@@ -201,3 +201,15 @@ def test_worker_threads_write_the_same_bytes(
     assert parallel.events == single.events
     for name in ("customers.parquet", "events.parquet", "truth.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_a_failed_run_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stores, "CHUNK", 100)
+
+    def stop(done: int, total: int) -> None:
+        if done > 150:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _generate(tmp_path, customers=300, progress=stop)
+    assert list(tmp_path.iterdir()) == []

@@ -148,8 +148,10 @@ def generate_store(
             )
             for index in range(generator.chunks)
         ]
+        # Files are written in the scratch folder and moved into place when whole: a failed
+        # run leaves no half-written file behind.
         done = 0
-        with _writer(fmt, paths["customers"].with_suffix(".partial"), "customers") as people:
+        with _writer(fmt, scratch / paths["customers"].name, "customers") as people:
             notify(0, customers)
             for made in _run(generator, jobs):
                 people.write(made.customers)
@@ -157,12 +159,12 @@ def generate_store(
                 done += made.customers.num_rows
                 notify(done, customers)
         total_events = 0
-        with _writer(fmt, paths["events"].with_suffix(".partial"), "events") as writer:
+        with _writer(fmt, scratch / paths["events"].name, "events") as writer:
             for table in _merged_windows([job.path for job in jobs], windows):
                 total_events += table.num_rows
                 writer.write(table)
-    paths["customers"].with_suffix(".partial").replace(paths["customers"])
-    paths["events"].with_suffix(".partial").replace(paths["events"])
+        for kind in ("customers", "events"):
+            (scratch / paths[kind].name).replace(paths[kind])
 
     realised = sum_counters(counters)
     realised["events"] = float(total_events)
