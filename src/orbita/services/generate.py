@@ -240,6 +240,7 @@ def _truth(generator: Store, *, seed: int, realised: Mapping[str, float]) -> dic
     generated = {
         "seed": seed,
         "customers": generator.customers,
+        "chunk_size": generator.chunk_size,  # part of the recipe: draws are per chunk
         "days": calendar.days,
         "start": _iso_text(calendar.start_ms),
         "end": _iso_text(calendar.end_ms),
