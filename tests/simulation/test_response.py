@@ -44,7 +44,7 @@ def _batch(
 )
 def test_uplift_over_a_holdout_is_the_true_uplift(store: str, kind: str) -> None:
     spec = CAMPAIGNS[store][kind]
-    n = 60_000
+    n = 30_000
     treated = _batch(kind, n, store=store)
     untreated = _batch(kind, n, store=store, treated=False)
     lift = treated.converted.mean() - untreated.converted.mean()
@@ -61,7 +61,7 @@ def test_uplift_over_a_holdout_is_the_true_uplift(store: str, kind: str) -> None
     half = np.arange(n) % 2 == 0
     mixed = _batch(kind, n, store=store, treated=half)
     split = mixed.converted[half].mean() - mixed.converted[~half].mean()
-    assert split == pytest.approx(spec.uplift, abs=0.015)
+    assert split == pytest.approx(spec.uplift, abs=0.02)
     assert treated.treated_probability.mean() - treated.baseline_probability.mean() == (
         pytest.approx(spec.uplift, rel=0.05)
     )
