@@ -162,7 +162,7 @@ class Simulation:
             at=now,
             message_id=f"{trigger.type}:{name}:{customer.id}:{now.isoformat()}",
         )
-        self._enter(name, customer, record, now)
+        self._enter(name, customer, record, now, scheduled=True)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -264,7 +264,15 @@ class Simulation:
             active_keys=frozenset(r.key for r in runs if not r.ended),
         )
 
-    def _enter(self, name: str, customer: Customer, record: EventRecord, now: datetime) -> None:
+    def _enter(
+        self,
+        name: str,
+        customer: Customer,
+        record: EventRecord,
+        now: datetime,
+        *,
+        scheduled: bool = False,
+    ) -> None:
         journey = self.journeys[name]
         decision = enter(
             journey,
@@ -274,7 +282,9 @@ class Simulation:
             previous_runs_summary=self._summary(name, customer.id),
         )
         for command in decision.commands:
-            self._note(name, customer.id, command, now)
+            # A scheduler asks every day; its refusals (cooldown, once) are not news.
+            if not (scheduled and isinstance(command, NotEntered)):
+                self._note(name, customer.id, command, now)
         if decision.state is not None:
             self._apply(Decision(decision.state), now)
 
