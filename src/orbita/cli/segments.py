@@ -99,7 +99,9 @@ def list_(
             summaries = service.list_segments(workspace=opened, strategy=loaded)
             warnings = check_strategy(workspace=opened, strategy=loaded)
     for warning in warnings:
-        err_console().print(f"warning: {warning.describe()}", markup=False, highlight=False)
+        err_console().print(
+            f"warning: {warning.describe()}", markup=False, highlight=False, soft_wrap=True
+        )
     if as_json:
         print_json(summaries)
         return
