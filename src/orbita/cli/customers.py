@@ -5,6 +5,7 @@ While `orbita serve` holds the workspace's event store, these go through its HTT
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -71,7 +72,7 @@ def delete(
         )
 
 
-def _customer(*, workspace_dir: Any, user_id: str) -> dict[str, Any]:
+def _customer(*, workspace_dir: Path, user_id: str) -> dict[str, Any]:
     settings = settings_for(workspace_dir)
     server = running_server(settings.workspace)
     if server is not None:
@@ -83,7 +84,7 @@ def _customer(*, workspace_dir: Any, user_id: str) -> dict[str, Any]:
     return plain
 
 
-def _erase(*, workspace_dir: Any, user_id: str) -> dict[str, Any]:
+def _erase(*, workspace_dir: Path, user_id: str) -> dict[str, Any]:
     settings = settings_for(workspace_dir)
     server = running_server(settings.workspace)
     if server is not None:
