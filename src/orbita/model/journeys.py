@@ -214,8 +214,10 @@ class UpdateStep(_Step):
 
     @model_validator(mode="after")
     def _one_change(self) -> UpdateStep:
-        fields = self.model_fields_set
-        if ("set" in fields) == ("increment" in fields):
+        # `set: null` clears a trait; the long form writes the unused one as null.
+        has_increment = self.increment is not None
+        has_set = "set" in self.model_fields_set and not (has_increment and self.set is None)
+        if has_set == has_increment:
             raise ValueError("an update needs one of set: value or increment: number")
         return self
 
@@ -602,17 +604,29 @@ def graph_problems(journey: Journey) -> list[FieldProblem]:
 def _location(loc: tuple[int | str, ...]) -> str:
     """Pydantic's location in the YAML's words: union tags and validator names dropped."""
     parts: list[str] = []
+    tag = ""
     for index, item in enumerate(loc):
-        if isinstance(item, str) and item.startswith("function-"):
+        # Validator names and the members of the `Target` union (`str`, `tuple[…]`).
+        if isinstance(item, str) and (item.startswith("function-") or "[" in item):
+            continue
+        if item == "str" and index + 1 == len(loc):
             continue
         previous = loc[index - 1] if index else None
         # After a list index (a step), pydantic names the union member: drop it.
         if isinstance(previous, int) and isinstance(item, str) and item in _TAGS:
+            tag = item
             continue
+        if item == "arms" and tag in ("branch", "split"):
+            item = tag  # the short form writes the arms under the step's own key
         if previous == "trigger" and item in _TRIGGER_TAGS:
             continue
         parts.append(f"[{item}]" if isinstance(item, int) else (f".{item}" if parts else item))
     return "".join(parts)
+
+
+def _inside(field: str, outer: str) -> bool:
+    """`steps[1].when` is inside `steps[1]`; `steps[10]` is not."""
+    return len(field) > len(outer) and field.startswith(outer) and field[len(outer)] in ".["
 
 
 _TAGS = frozenset(_STEP_KEYS)
@@ -636,6 +650,13 @@ def parse_journey(data: object, *, name: str = "") -> Journey:
             location = _location(tuple(item["loc"]))
             field = ".".join(part for part in (name, location) if part)
             problems.append(FieldProblem(field=field, message=message))
+        # A mistake inside a list of steps also fails the union's other member (a step
+        # id) and the list's length: keep only the most precise problem of each place.
+        problems = [
+            p
+            for p in problems
+            if not any(_inside(other.field, p.field) for other in problems)
+        ]
         label = f"journey {name}" if name else "journey"
         raise InvalidInputError(problems, summary=f"invalid {label}") from None
 

@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from orbita.model.durations import Duration
 from orbita.model.segments import MessageType, PropertyTest, _where_list
@@ -159,7 +167,7 @@ def _time_of_day(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError(f'write the time in quotes, such as "09:30" (got {value!r})')
     if isinstance(value, str):
-        match = re.match(r"^\s*(\d{1,2}):(\d{2})\s*$", value)
+        match = re.match(r"^\s*(\d{1,2}):(\d{2})(?::00)?\s*$", value)
         if match is None:
             raise ValueError(f'{value!r} is not a time of day: write it like "09:30"')
         hour, minute = int(match.group(1)), int(match.group(2))
@@ -169,7 +177,11 @@ def _time_of_day(value: object) -> object:
     return value
 
 
-TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+TimeOfDay = Annotated[
+    time,
+    BeforeValidator(_time_of_day),
+    PlainSerializer(lambda value: value.strftime("%H:%M"), return_type=str),
+]
 
 
 class DateTrigger(BaseModel):

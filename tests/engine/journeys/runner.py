@@ -324,14 +324,19 @@ class Simulation:
             customer = self.customers[int(item["customer"])]
             if "event" in item:
                 props = item.get("properties", {})
-                self.event(customer, self._record(customer.id, name=item["event"], properties=props, at=now))
+                self.event(
+                    customer,
+                    self._record(customer.id, name=item["event"], properties=props, at=now),
+                )
             elif "identify" in item:
                 customer.traits.update(item["identify"])
             elif "segment_entered" in item or "segment_exited" in item:
                 entered = "segment_entered" in item
                 segment = item["segment_entered" if entered else "segment_exited"]
                 name = SEGMENT_ENTERED_EVENT if entered else SEGMENT_EXITED_EVENT
-                record = self._record(customer.id, name=name, properties={"segment": segment}, at=now)
+                record = self._record(
+                    customer.id, name=name, properties={"segment": segment}, at=now
+                )
                 self.event(customer, record)
             elif "api" in item:
                 props = item.get("properties", {})
@@ -373,7 +378,9 @@ def run_scenario(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     single = len(sim.journeys) == 1
     # One customer's lines keep their order; customers due at the same minute are sorted.
     actual = _ordered([_comparable(line, single=single) for line in sim.output])
-    expected = _ordered([_comparable(dict(line), single=single) for line in data.get("expect") or []])
+    expected = _ordered(
+        [_comparable(dict(line), single=single) for line in data.get("expect") or []]
+    )
     return actual, expected
 
 
