@@ -137,11 +137,16 @@ def refresh_now(
     strategy: Strategy,
     names: list[str] | None = None,
     as_of: datetime | None = None,
+    full_snapshot: bool = True,
 ) -> list[service.RefreshReport]:
     # In the ingest writer, between writes: a refresh never races ingestion or an erasure.
     return context.ingestor.exclusive(
         lambda: service.refresh_segments(
-            workspace=context.workspace, strategy=strategy, names=names, as_of=as_of
+            workspace=context.workspace,
+            strategy=strategy,
+            names=names,
+            as_of=as_of,
+            full_snapshot=full_snapshot,
         )
     )
 
@@ -156,6 +161,6 @@ async def refresh_every(context: ApiContext, *, seconds: float) -> None:
             continue
         try:
             strategy = await run_in_threadpool(load_strategy, path=path)
-            await run_in_threadpool(refresh_now, context, strategy=strategy)
+            await run_in_threadpool(refresh_now, context, strategy=strategy, full_snapshot=False)
         except Exception:
             log.exception("scheduled segment refresh failed")

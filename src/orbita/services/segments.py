@@ -105,13 +105,19 @@ class SegmentPreview:
 # --- the analytic store's inputs -------------------------------------------------------------
 
 
-def sync_customer_snapshot(*, workspace: Workspace) -> int:
-    """Copy every profile from the state store into the event store's `customers` table.
+def sync_customer_snapshot(*, workspace: Workspace, full: bool = True) -> int:
+    """Copy every profile from the state store into the event store's `customers` table;
+    the number copied (0: the copy was current and `full` was False).
 
-    A full copy each refresh, measured at 1 M profiles (bench/segments.py); an incremental
-    copy by updated_at would miss changes, since updated_at follows the events' own
-    timestamps (history arrives out of order) and merges delete profiles.
+    A full copy, since an incremental one by updated_at would miss changes: updated_at
+    follows the events' own timestamps (history arrives out of order) and merges delete
+    profiles. It takes seconds at 1 M profiles (bench/segments.py), so the schedule
+    (`full=False`) first compares count, highest id and latest updated_at of both sides and
+    copies only when they differ; a trait changed by an identify older than the profile's
+    updated_at then waits for the next full copy (every on-demand refresh makes one).
     """
+    if not full and _fingerprint(workspace, state=True) == _fingerprint(workspace, state=False):
+        return 0
     columns = ", ".join(CUSTOMER_SCHEMA.names[:-3])
     statement = (
         f"SELECT {columns}, CAST(traits AS TEXT), created_at, updated_at FROM customers "
@@ -125,6 +131,31 @@ def sync_customer_snapshot(*, workspace: Workspace) -> int:
     table = pa.Table.from_batches(batches, schema=CUSTOMER_SCHEMA)
     workspace.events.sync_customers(table)
     return int(table.num_rows)
+
+
+def _fingerprint(workspace: Workspace, *, state: bool) -> tuple[int, int, str]:
+    row: tuple[Any, ...]
+    if state:
+        with workspace.state.connect() as connection:
+            row = connection.execute(
+                select(
+                    func.count(),
+                    func.max(customers.c.customer_id),
+                    func.max(customers.c.updated_at),
+                )
+            ).one()
+            row = tuple(row)
+    else:
+        snapshot = ibis.table(
+            {"customer_id": "int64", "updated_at": "timestamp('UTC')"}, name="customers"
+        )
+        stats = snapshot.aggregate(
+            n=snapshot.count(), top=snapshot.customer_id.max(), last=snapshot.updated_at.max()
+        )
+        found = workspace.events.ibis().to_pyarrow(stats).to_pylist()[0]
+        row = (found["n"], found["top"], found["last"])
+    count, top, last = row
+    return int(count or 0), int(top or 0), last.isoformat() if last is not None else ""
 
 
 def _customer_batch(rows: Sequence[Any]) -> pa.RecordBatch:
@@ -172,6 +203,7 @@ def refresh_segments(
     names: Sequence[str] | None = None,
     inline_references: bool = False,
     stages: bool | None = None,
+    full_snapshot: bool = True,
     timings: Callable[[str, float], None] | None = None,
 ) -> list[RefreshReport]:
     """Refresh segments (all, or `names` and what they refer to) and, when all are refreshed
@@ -179,7 +211,8 @@ def refresh_segments(
 
     References read the referenced segment's freshly materialised members, unless
     `inline_references` compiles each referenced definition into the query (bench/segments.py
-    measures both).
+    measures both). `full_snapshot=False` copies the profiles only when they look changed
+    (the schedule's choice, see `sync_customer_snapshot`).
     """
     moment = _as_of(workspace, as_of)
     note = timings or (lambda _what, _seconds: None)
@@ -187,7 +220,7 @@ def refresh_segments(
     if unknown:
         raise NotFoundError(f"unknown segment {unknown[0]!r}{_known(strategy.segments)}")
     started = time.perf_counter()
-    sync_customer_snapshot(workspace=workspace)
+    sync_customer_snapshot(workspace=workspace, full=full_snapshot)
     note("customers snapshot", time.perf_counter() - started)
     if uses_rfm(strategy):
         started = time.perf_counter()
