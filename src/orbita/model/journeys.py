@@ -653,9 +653,7 @@ def parse_journey(data: object, *, name: str = "") -> Journey:
         # A mistake inside a list of steps also fails the union's other member (a step
         # id) and the list's length: keep only the most precise problem of each place.
         problems = [
-            p
-            for p in problems
-            if not any(_inside(other.field, p.field) for other in problems)
+            p for p in problems if not any(_inside(other.field, p.field) for other in problems)
         ]
         label = f"journey {name}" if name else "journey"
         raise InvalidInputError(problems, summary=f"invalid {label}") from None
