@@ -89,7 +89,7 @@ stages:
     segment: {rfm: champs}
 """
     found = problems(text)
-    assert (3, "segments.a.segment") == found[0][:2]
+    assert found[0][:2] == (3, "segments.a.segment")
     assert "cycle: a -> b -> a" in found[0][2]
     assert (8, "segments.c.not.segment", "unknown segment 'nope' (known: a, b, c)") in found
     assert any(line == 10 and "unknown segment 'zzz'" in message for line, _, message in found)
