@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from orbita.core.errors import InvalidInputError, TooLargeError
-from orbita.model.messages import parse_batch, parse_message
+from orbita.model.messages import parse_batch, parse_batch_json, parse_message
 
 RECEIVED = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -130,3 +131,43 @@ def test_page_keeps_its_name_and_category() -> None:
     assert record.name == "Home"
     assert record.properties == {"category": "Shop"}
     assert record.user_id is None and record.anonymous_id == "a"
+
+
+def test_the_json_fast_path_gives_the_same_records_and_the_same_errors() -> None:
+    body = {
+        "batch": [
+            {
+                "type": "track",
+                "event": "A",
+                "userId": 7,
+                "messageId": "m1",
+                "timestamp": "2026-05-01T10:00:00",
+                "properties": {"p": 1},
+            },
+            {"type": "identify", "anonymousId": "a", "traits": {"t": True}, "messageId": "m2"},
+            {"type": "alias", "previousId": 5, "userId": "u", "messageId": "m3"},
+        ],
+        "sentAt": "2026-05-01T10:00:05Z",
+        "context": {"ip": "10.0.0.1"},
+    }
+    fast = parse_batch_json(orjson.dumps(body), received_at=RECEIVED)
+    assert fast == parse_batch(body, received_at=RECEIVED)
+    assert fast[0].user_id == "7" and fast[2].previous_id == "5"
+    assert fast[0].timestamp == RECEIVED - timedelta(seconds=5)
+
+    bad = {"batch": [{"type": "track", "userId": "u"}, {"type": "track", "event": "x"}]}
+    with pytest.raises(InvalidInputError) as raised:
+        parse_batch_json(orjson.dumps(bad), received_at=RECEIVED)
+    assert {(p.index, p.field) for p in raised.value.problems} == {(0, "event"), (1, "userId")}
+    with pytest.raises(InvalidInputError):
+        parse_batch_json(b"{not json", received_at=RECEIVED)
+
+
+def test_the_json_fast_path_measures_each_message() -> None:
+    small = {"type": "track", "event": "A", "userId": "u"}
+    big = {**small, "properties": {"blob": "x" * 40_000}}
+    with pytest.raises(TooLargeError) as raised:
+        parse_batch_json(
+            orjson.dumps({"batch": [small, big]}), received_at=RECEIVED, max_message_bytes=32_768
+        )
+    assert [p.index for p in raised.value.problems] == [1]

@@ -17,6 +17,7 @@ from orbita.services.customers import (
     delete_customer,
     get_customer,
 )
+from orbita.services.identity import IdentityResolver
 from orbita.services.ingest import Ingestor, store_records
 from orbita.services.workspace import Workspace
 
@@ -238,3 +239,34 @@ def test_event_pages_cover_everything_once(workspace: Workspace) -> None:
         e.timestamp for e in customer_events(workspace=workspace, user_id="p", limit=120).events
     ]
     assert stamps == sorted(stamps, reverse=True)
+
+
+def test_ids_of_a_merged_profile_follow_it_in_later_writes(workspace: Workspace) -> None:
+    """One resolver across writes (as the server's writer has): its cache stays exact."""
+    resolver = IdentityResolver()
+    store_records(
+        workspace=workspace,
+        resolver=resolver,
+        records=batch(
+            {"type": "identify", "userId": "kim", "traits": {"a": 1}, "messageId": "i1"},
+            {"type": "track", "anonymousId": "tablet", "event": "Viewed", "messageId": "t1"},
+        ),
+    )
+    store_records(
+        workspace=workspace,
+        resolver=resolver,
+        records=batch(
+            {"type": "identify", "userId": "kim", "anonymousId": "tablet", "messageId": "i2"},
+        ),
+    )
+    store_records(
+        workspace=workspace,
+        resolver=resolver,
+        records=batch(
+            {"type": "track", "anonymousId": "tablet", "event": "Viewed", "messageId": "t2"},
+        ),
+    )
+    assert count_customers(workspace=workspace) == 1
+    view = get_customer(workspace=workspace, user_id="kim")
+    assert view.events_count == 4
+    assert {event.customer_id for event in view.latest_events} == {view.profile.customer_id}

@@ -12,12 +12,23 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from orbita.api.auth import BasicCredentials, require_write_key
-from orbita.api.bodies import parse_json, read_body
+from orbita.api.bodies import read_body
 from orbita.api.deps import context_of
 from orbita.api.schemas import IngestAccepted, message_schema
 from orbita.core.errors import InvalidInputError
 from orbita.model.events import EventRecord
-from orbita.model.messages import Alias, Batch, Group, Identify, Page, Screen, Track, parse_batch
+from orbita.model.messages import (
+    Alias,
+    Batch,
+    Group,
+    Identify,
+    Page,
+    Screen,
+    Track,
+    parse_batch,
+    parse_batch_json,
+    parse_json,
+)
 from orbita.model.messages import parse_message as parse_one
 
 router = APIRouter(prefix="/v1", tags=["ingestion"])
@@ -42,6 +53,7 @@ async def _ingest(request: Request, credentials: BasicCredentials, kind: str | N
         # Checked before the body is read: an unauthorised sender costs no parsing.
         require_write_key(workspace=context.workspace, key=key)
     body = await read_body(request, limit=settings.max_batch_bytes)
+    raw: object = None
     if key is None:
         # The key can only be in the body: until it is found, nothing in it is explained.
         try:
@@ -52,16 +64,23 @@ async def _ingest(request: Request, credentials: BasicCredentials, kind: str | N
         require_write_key(
             workspace=context.workspace, key=body_key if isinstance(body_key, str) else None
         )
-    else:
-        raw = parse_json(body)
     records: list[EventRecord]
-    if kind is None:
+    if kind is None and raw is None:
+        records = parse_batch_json(
+            body, received_at=received_at, max_message_bytes=settings.max_message_bytes
+        )
+    elif kind is None:
         records = parse_batch(
             raw, received_at=received_at, max_message_bytes=settings.max_message_bytes
         )
     else:
         records = [
-            parse_one(raw, received_at=received_at, kind=kind, max_bytes=settings.max_message_bytes)
+            parse_one(
+                parse_json(body) if raw is None else raw,
+                received_at=received_at,
+                kind=kind,
+                max_bytes=settings.max_message_bytes,
+            )
         ]
     if records:
         await context.ingestor.ingest_async(records)

@@ -54,7 +54,7 @@ class IdentityResolver:
         merges: dict[int, int] = {}
         resolved = [self._one(connection, record, merges) for record in batch]
         if merges:
-            resolved = [_follow(merges, cid) for cid in resolved]
+            resolved = [follow_merges(merges, cid) for cid in resolved]
         if len(self._cache) > self._cache_size:
             self.forget()
         return resolved, merges
@@ -205,7 +205,7 @@ class IdentityResolver:
                 self._cache[(kind, value)] = found = int(found)
         if found is None:
             return None
-        return _follow(merges, found)
+        return follow_merges(merges, found)
 
     def _create(self, connection: Connection, *, user_id: str | None, at: datetime) -> int:
         customer_id = connection.execute(
@@ -255,6 +255,9 @@ class IdentityResolver:
         for column in ("email", "phone", "telegram_chat_id", "timezone", "locale"):
             if getattr(kept, column) is None and getattr(gone, column) is not None:
                 values[column] = getattr(gone, column)
+        moved = connection.execute(
+            select(identities.c.kind, identities.c.value).where(identities.c.customer_id == source)
+        ).all()
         connection.execute(
             update(identities).where(identities.c.customer_id == source).values(customer_id=target)
         )
@@ -263,12 +266,10 @@ class IdentityResolver:
             update(customers).where(customers.c.customer_id == target).values(**values)
         )
         merges[source] = target
-        # Cached ids of the merged profile now point elsewhere; merges are rare: start over.
-        self.forget()
-        for kind, value in connection.execute(
-            select(identities.c.kind, identities.c.value).where(identities.c.customer_id == target)
-        ).all():
+        # Every id of the merged profile is in `moved`: the cache stays exact, not dropped.
+        for kind, value in moved:
             self._cache[(kind, value)] = target
+        self._user_of.pop(source, None)
 
 
 def _allocate_customer_ids(connection: Connection, count: int) -> list[int]:
@@ -303,7 +304,7 @@ def _keys(record: EventRecord) -> list[tuple[str, str]]:
     return keys
 
 
-def _follow(merges: Mapping[int, int], customer_id: int) -> int:
+def follow_merges(merges: Mapping[int, int], customer_id: int) -> int:
     while customer_id in merges:
         customer_id = merges[customer_id]
     return customer_id

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from orbita.model.customers import PROFILE_TRAITS
 from orbita.model.events import EventRecord
-from orbita.services.identity import IdentityResolver
+from orbita.services.identity import IdentityResolver, follow_merges
 from orbita.services.workspace import Workspace
 from orbita.store.events.base import event_table
 from orbita.store.state import customers
@@ -94,9 +94,9 @@ def _store(
     except BaseException:
         resolver.forget()  # the cache may name customers the rollback removed
         raise
-    for target in set(merges.values()):
-        sources = [source for source, to in merges.items() if to == target]
-        workspace.events.reassign(from_customer_ids=sources, to_customer_id=target)
+    # Merged profiles' events follow them: one statement for the whole write (each is a
+    # scan of the events table, so never one per merge).
+    workspace.events.reassign(moves={source: follow_merges(merges, source) for source in merges})
     stored = workspace.events.append(event_table(records, customer_ids))
     profile_updates = [
         (record, customer_id)

@@ -161,8 +161,9 @@ class EventStore(Protocol):
         """A customer's events, newest first, starting after `after`."""
         ...
 
-    def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
-        """Identity merge: move events to the surviving customer; returns how many moved."""
+    def reassign(self, *, moves: Mapping[int, int]) -> int:
+        """Identity merges: move each merged customer's events to the one it was merged into
+        (source → target), in one statement; returns how many events moved."""
         ...
 
     def delete_customers(self, *, customer_ids: Sequence[int]) -> int:

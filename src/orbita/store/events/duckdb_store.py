@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +120,17 @@ class DuckDBEventStore:
         return {str(row[0]) for row in rows}
 
     def count(self, *, customer_id: int | None = None) -> int:
+        # fetchall, not fetchone: DuckDB 2 keeps a half-read result open on the cursor, and
+        # this thread's next statement on it would fail.
         if customer_id is None:
-            row = self._cursor().execute("SELECT count(*) FROM events").fetchone()
+            rows = self._cursor().execute("SELECT count(*) FROM events").fetchall()
         else:
-            row = (
+            rows = (
                 self._cursor()
                 .execute("SELECT count(*) FROM events WHERE customer_id = ?", [customer_id])
-                .fetchone()
+                .fetchall()
             )
-        return int(row[0]) if row else 0
+        return int(rows[0][0]) if rows else 0
 
     def page(
         self, *, customer_id: int, limit: int, after: EventCursor | None = None
@@ -149,20 +151,26 @@ class DuckDBEventStore:
         )
         return [with_cursor(stored_event(row)) for row in rows]
 
-    def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
-        if not from_customer_ids:
+    def reassign(self, *, moves: Mapping[int, int]) -> int:
+        if not moves:
             return 0
-        with self._write_lock:
-            row = (
-                self._cursor()
-                .execute(
-                    "UPDATE events SET customer_id = $to WHERE customer_id IN "
-                    "(SELECT unnest($ids))",
-                    {"to": to_customer_id, "ids": list(from_customer_ids)},
-                )
-                .fetchone()
-            )
-        return int(row[0]) if row else 0
+        cur = self._cursor()
+        cur.register(
+            "moves",
+            pa.table(
+                {"source": list(moves), "target": list(moves.values())},
+                schema=pa.schema([("source", pa.int64()), ("target", pa.int64())]),
+            ),
+        )
+        try:
+            with self._write_lock:
+                rows = cur.execute(
+                    "UPDATE events SET customer_id = moves.target FROM moves "
+                    "WHERE events.customer_id = moves.source"
+                ).fetchall()
+        finally:
+            cur.unregister("moves")
+        return int(rows[0][0]) if rows else 0
 
     def delete_customers(self, *, customer_ids: Sequence[int]) -> int:
         if not customer_ids:
@@ -174,9 +182,9 @@ class DuckDBEventStore:
                     "DELETE FROM events WHERE customer_id IN (SELECT unnest($ids))",
                     {"ids": list(customer_ids)},
                 )
-                .fetchone()
+                .fetchall()
             )
-        return int(row[0]) if row else 0
+        return int(row[0][0]) if row else 0
 
     def counts_by_name(self) -> dict[str, int]:
         rows = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -141,13 +141,15 @@ class PostgresEventStore:
             ).fetchall()
         return [with_cursor(stored_event(row)) for row in rows]
 
-    def reassign(self, *, from_customer_ids: Sequence[int], to_customer_id: int) -> int:
-        if not from_customer_ids:
+    def reassign(self, *, moves: Mapping[int, int]) -> int:
+        if not moves:
             return 0
         with self._connection() as conn:
             cur = conn.execute(
-                "UPDATE events SET customer_id = %s WHERE customer_id = ANY(%s)",
-                [to_customer_id, list(from_customer_ids)],
+                "UPDATE events SET customer_id = moves.target "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS moves(source, target) "
+                "WHERE events.customer_id = moves.source",
+                [list(moves), list(moves.values())],
             )
             return cur.rowcount
 
