@@ -1,7 +1,7 @@
 """Which journeys an incoming event starts: every event of every customer passes here.
 
 `compile_triggers` builds one function per (message type, event name) that tests only the
-journeys listening to that name, each filter a closure specialised for its operator
+journeys listening to that name, its filters inlined as Python expressions
 (DESIGN.md measured ≈1.4 M events/s this way against ≈840 K for a generic interpreter);
 `interpret_triggers` is that generic interpreter, kept as the reference the compiled
 matcher is tested and benchmarked against.
@@ -29,7 +29,7 @@ from orbita.model.triggers import (
 )
 
 Match = tuple[str, EventRecord]
-_Key = tuple[str, str]
+_Key = tuple[str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,22 +55,70 @@ def _rules(journeys: Mapping[str, Journey]) -> list[_Rule]:
     return rules
 
 
-def _for_name(rules: Sequence[_Rule]) -> Callable[[EventRecord], tuple[str, ...]]:
-    """The function for one event name: the names of the journeys its event starts."""
-    unfiltered = tuple(rule.journey for rule in rules if not rule.where)
-    filtered = tuple((rule.journey, compile_where(rule.where)) for rule in rules if rule.where)
-    if not filtered:
-        return lambda event: unfiltered
-    if len(filtered) == 1 and not unfiltered:
-        ((only, test),) = filtered
-        hit = (only,)
-        return lambda event: hit if test(event.properties, event.timestamp) else ()
+_Matcher = Callable[[EventRecord, list[Match]], None]
+_NUMBERS = (int, float)
 
-    def matching(event: EventRecord) -> tuple[str, ...]:
-        props, stamp = event.properties, event.timestamp
-        return unfiltered + tuple(name for name, test in filtered if test(props, stamp))
 
-    return matching
+def _test_source(test: PropertyTest, index: int, constants: dict[str, Any]) -> str:
+    """One filter as a Python expression over `p` (the properties). Values and names are
+    bound as constants of the generated function, never written into its text."""
+    key, value = f"k{index}", f"v{index}"
+    constants[key] = test.property
+    x = f"x{index}"
+    read = f"({x} := p.get({key}))"
+    op, raw = test.op, test.value
+    if op == "eq" and isinstance(raw, str):
+        constants[value] = raw
+        return f"p.get({key}) == {value}"
+    if op == "eq" and isinstance(raw, bool):
+        constants[value] = raw
+        return f"p.get({key}) is {value}"
+    if op == "exists":
+        return f"p.get({key}) is {'not ' if raw else ''}None"
+    if op == "in" and isinstance(raw[0], str):
+        constants[value] = frozenset(raw)
+        return f"(type{read} is str and {x} in {value})"
+    if op == "contains":
+        constants[value] = raw
+        return f"(type{read} is str and {value} in {x})"
+    if is_number(raw) and op in ("eq", "gt", "gte", "lt", "lte"):
+        constants[value] = raw
+        symbol = {"eq": "==", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+        return f"(type{read} in NUMBERS and {x} {symbol} {value})"
+    if op == "between" and is_number(raw[0]):
+        constants[f"{value}a"], constants[f"{value}b"] = raw
+        return f"(type{read} in NUMBERS and {value}a <= {x} <= {value}b)"
+    # The rest (dates, ne, number lists) call the specialised closure.
+    constants[f"t{index}"] = compile_where((test,))
+    return f"t{index}(p, event.timestamp)"
+
+
+def _for_name(rules: Sequence[_Rule]) -> _Matcher:
+    """One generated function per event name: append (journey, event) for each journey
+    listening to that name whose filters hold, with every filter inlined.
+
+    Generated code, because this loop runs for every event of every customer: inlined
+    tests ran about 2x the speed of calling a closure per filter.
+    """
+    constants: dict[str, Any] = {"NUMBERS": _NUMBERS}
+    lines = ["def match(event, found):", "    p = event.properties"]
+    counter = 0
+    for number, rule in enumerate(rules):
+        constants[f"j{number}"] = rule.journey
+        tests = []
+        for test in rule.where:
+            tests.append(_test_source(test, counter, constants))
+            counter += 1
+        append = f"found.append((j{number}, event))"
+        if tests:
+            lines.append(f"    if {' and '.join(tests)}:")
+            lines.append(f"        {append}")
+        else:
+            lines.append(f"    {append}")
+    namespace = dict(constants)
+    exec(compile("\n".join(lines), "<journey triggers>", "exec"), namespace)
+    function: _Matcher = namespace["match"]
+    return function
 
 
 class TriggerMatcher:
@@ -85,19 +133,15 @@ class TriggerMatcher:
     @property
     def event_names(self) -> frozenset[str]:
         """Names worth sending here (an ingest path may skip the others cheaply)."""
-        return frozenset(name for _, name in self._by_name)
+        return frozenset(name for _, name in self._by_name if name is not None)
 
     def match(self, events: Iterable[EventRecord]) -> list[Match]:
         found: list[Match] = []
         lookup = self._by_name.get
         for event in events:
-            name = event.name
-            if name is None:
-                continue
-            journeys = lookup((event.type, name))
-            if journeys is not None:
-                for journey in journeys(event):
-                    found.append((journey, event))
+            matcher = lookup((event.type, event.name))
+            if matcher is not None:
+                matcher(event, found)
         return found
 
 
