@@ -40,6 +40,14 @@ def _builtin(name: str) -> Builtin:
 def _duckdb_json_type(doc: dt.JSON) -> str: ...  # type: ignore[empty-body]  # builtin
 
 
+@_builtin("json_type")
+def _duckdb_type_at(doc: dt.JSON, path: str) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
+@_builtin("json_extract_string")
+def _duckdb_string_at(doc: dt.JSON, path: str) -> str: ...  # type: ignore[empty-body]  # builtin
+
+
 @_builtin("jsonb_typeof")
 def _postgres_jsonb_typeof(doc: dt.JSON(binary=True)) -> str: ...  # type: ignore[empty-body,valid-type]  # builtin
 
@@ -97,6 +105,44 @@ class NativeJson:
         return kind.fill_null("null").lower() != "null"
 
 
+class DuckDBJson(NativeJson):
+    """DuckDB with a JSON path per read: `json_type(doc, '$.k')` and
+    `json_extract_string(doc, '$.k')` read the key in place, where Ibis' `doc -> '$.k'` first
+    builds the value as a JSON document and then types and unwraps it — three times slower
+    on a property filter over 50 M events (bench/segments.py), and as fast as a hand-written
+    `->>` once the type test also takes the path."""
+
+    def __init__(self) -> None:
+        super().__init__(dialect="duckdb")
+
+    @staticmethod
+    def _path(key: str) -> str:
+        escaped = key.replace("\\", "\\\\").replace('"', '\\"')
+        return f'$."{escaped}"'
+
+    def _typed(self, doc: Any, key: str, types: list[str]) -> tuple[Any, Any]:
+        path = self._path(key)
+        kind = _duckdb_type_at(doc, path)
+        test = kind == types[0] if len(types) == 1 else kind.isin(types)
+        return test, _duckdb_string_at(doc, path)
+
+    def text(self, doc: Any, key: str) -> Any:
+        test, value = self._typed(doc, key, ["VARCHAR"])
+        return ibis.ifelse(test, value, None)
+
+    def number(self, doc: Any, key: str) -> Any:
+        test, value = self._typed(doc, key, ["BIGINT", "UBIGINT", "DOUBLE"])
+        return ibis.ifelse(test, value.cast("float64"), None)
+
+    def boolean(self, doc: Any, key: str) -> Any:
+        test, value = self._typed(doc, key, ["BOOLEAN"])
+        return ibis.ifelse(test, value == "true", None)
+
+    def present(self, doc: Any, key: str) -> Any:
+        kind = _duckdb_type_at(doc, self._path(key))
+        return kind.fill_null("NULL") != "NULL"
+
+
 class ClickHouseJson:
     """JSONType names the type of the key's value ('String', 'Int64', 'Double', 'Bool',
     'Null'; 'Null' also for a missing key)."""
@@ -146,4 +192,6 @@ def json_access(dialect: Dialect) -> JsonAccess:
         return ClickHouseJson()
     if dialect == "pyspark":
         return SparkJson()
+    if dialect == "duckdb":
+        return DuckDBJson()
     return NativeJson(dialect=dialect)
