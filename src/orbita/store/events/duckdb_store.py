@@ -93,13 +93,20 @@ class DuckDBEventStore:
             return set()
         cur = self._cursor()
         cur.register("incoming", events.select(list(COLUMNS)))
+        columns = ", ".join(COLUMNS)
+        insert = (
+            f"INTO events (message_key, {columns}) "
+            f"SELECT md5_number(message_id), {columns} FROM incoming RETURNING message_id"
+        )
         try:
             with self._write_lock:
-                rows = cur.execute(
-                    f"INSERT OR IGNORE INTO events (message_key, {', '.join(COLUMNS)}) "
-                    f"SELECT md5_number(message_id), {', '.join(COLUMNS)} "
-                    "FROM incoming RETURNING message_id"
-                ).fetchall()
+                try:
+                    # Duplicates are rare (retries): a plain INSERT costs a quarter of INSERT OR
+                    # IGNORE's fixed ~10 ms, and the primary key still refuses any duplicate,
+                    # which sends this batch down the slower path.
+                    rows = cur.execute(f"INSERT {insert}").fetchall()
+                except duckdb.ConstraintException:
+                    rows = cur.execute(f"INSERT OR IGNORE {insert}").fetchall()
         finally:
             cur.unregister("incoming")
         return {str(row[0]) for row in rows}
