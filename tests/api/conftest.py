@@ -22,11 +22,19 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     numbers = itertools.count()
     with ExitStack() as stack:
 
-        def start(*, clock: Clock | None = None, postgres_url: str | None = None) -> LiveServer:
+        def start(
+            *,
+            clock: Clock | None = None,
+            postgres_url: str | None = None,
+            parse_workers: int = 0,
+        ) -> LiveServer:
+            # Bodies are prepared in-process unless a test asks for the worker processes
+            # `orbita serve` uses (spawning them costs each server a second).
             settings = Settings(
                 workspace=tmp_path / f"workspace-{next(numbers)}",
                 database_url=postgres_url,
                 events_url=postgres_url,
+                parse_workers=parse_workers,
             )
             keys = init_workspace(settings=settings)
             workspace = stack.enter_context(open_workspace(settings=settings, clock=clock))

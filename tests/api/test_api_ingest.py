@@ -404,3 +404,29 @@ def test_wrong_method_and_unknown_path(server: LiveServer) -> None:
     assert method.json()["error"] == "method_not_allowed"
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
+
+
+def test_batches_prepared_in_worker_processes_store_and_explain_the_same(
+    start_server: StartServer,
+) -> None:
+    """`orbita serve` validates /v1/batch bodies in worker processes: same answers."""
+    server = start_server(parse_workers=2)
+    good = [track(f"w-{i}") for i in range(3)]
+    good.append({"type": "identify", "userId": "w-0", "traits": {"email": "w0@example.com"}})
+    with server.writer() as http:
+        stored = http.post("/v1/batch", json={"batch": good})
+        bad = http.post(
+            "/v1/batch", json={"batch": [track("w-9"), {"type": "track", "userId": "x"}]}
+        )
+        huge = http.post(
+            "/v1/batch",
+            json={"batch": [{**track("w-8"), "properties": {"blob": "x" * 40_000}}]},
+        )
+    assert stored.status_code == 200, stored.text
+    assert bad.status_code == 400
+    assert [(p["index"], p["field"]) for p in bad.json()["problems"]] == [(1, "event")]
+    assert huge.status_code == 413
+    assert server.count() == 4
+    with server.admin() as http:
+        profile = http.get("/v1/customers/w-0").json()["profile"]
+    assert profile["email"] == "w0@example.com"

@@ -14,7 +14,7 @@ from orbita.api import customers, health, ingest, segments
 from orbita.api.deps import ApiContext
 from orbita.api.errors import install_error_handlers
 from orbita.core.settings import Settings
-from orbita.services.ingest import Ingestor
+from orbita.services.ingest import BatchPreparer, Ingestor
 from orbita.services.workspace import Workspace, open_workspace
 
 
@@ -33,12 +33,14 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
         try:
             ingestor = Ingestor(workspace=opened, max_batch_events=settings.ingest_max_batch_events)
             ingestor.start()
+            preparer = BatchPreparer(workers=settings.parse_workers)
             schedule: asyncio.Task[None] | None = None
             try:
                 app.state.orbita = context = ApiContext(
                     settings=settings,
                     workspace=opened,
                     ingestor=ingestor,
+                    preparer=preparer,
                 )
                 if settings.refresh_interval > 0:
                     schedule = asyncio.create_task(
@@ -49,6 +51,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
                 if schedule is not None:
                     schedule.cancel()
                 app.state.orbita = None
+                await run_in_threadpool(preparer.close)
                 # Waits for the writer to drain: requests already answered 200 are durable.
                 await run_in_threadpool(ingestor.close)
         finally:

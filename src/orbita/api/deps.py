@@ -11,7 +11,7 @@ from orbita.api.errors import ApiError
 
 if TYPE_CHECKING:
     from orbita.core.settings import Settings
-    from orbita.services.ingest import Ingestor
+    from orbita.services.ingest import BatchPreparer, Ingestor
     from orbita.services.workspace import Workspace
 
 
@@ -22,6 +22,7 @@ class ApiContext:
     settings: Settings
     workspace: Workspace
     ingestor: Ingestor
+    preparer: BatchPreparer
 
 
 def context_of(request: Request) -> ApiContext:

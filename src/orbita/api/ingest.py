@@ -26,10 +26,10 @@ from orbita.model.messages import (
     Screen,
     Track,
     parse_batch,
-    parse_batch_json,
     parse_json,
 )
 from orbita.model.messages import parse_message as parse_one
+from orbita.services.ingest import PreparedEvents
 
 router = APIRouter(prefix="/v1", tags=["ingestion"])
 
@@ -64,9 +64,9 @@ async def _ingest(request: Request, credentials: BasicCredentials, kind: str | N
         require_write_key(
             workspace=context.workspace, key=body_key if isinstance(body_key, str) else None
         )
-    records: list[EventRecord]
+    records: list[EventRecord] | PreparedEvents
     if kind is None and raw is None:
-        records = parse_batch_json(
+        records = await context.preparer.prepare(
             body, received_at=received_at, max_message_bytes=settings.max_message_bytes
         )
     elif kind is None:

@@ -47,6 +47,16 @@ class InvalidInputError(UserError):
         more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(f"{summary}: {shown}{more}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in parse worker processes and pickled back: keep the problems, not the text.
+        return (_rebuild_invalid, (type(self), self.problems, self.summary))
+
+
+def _rebuild_invalid(
+    kind: type[InvalidInputError], problems: tuple[FieldProblem, ...], summary: str
+) -> InvalidInputError:
+    return kind(problems, summary=summary)
+
 
 class StoreLockedError(UserError):
     """Another process owns the workspace's embedded event store."""

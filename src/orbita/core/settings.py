@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_batch_bytes: int = 500 * 1024
     # Group commit: the ingest writer coalesces concurrent requests up to this many events.
     ingest_max_batch_events: int = 20_000
+    # Processes that validate /v1/batch bodies off the writer's GIL; None: one per core, 0: none.
+    parse_workers: int | None = None
     # `orbita serve` refreshes segments this often (seconds; 0 turns it off).
     refresh_interval: float = 60.0
 

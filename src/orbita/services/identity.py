@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
@@ -19,6 +19,19 @@ from orbita.store.state import customers, identities
 
 USER = "user"
 ANONYMOUS = "anonymous"
+
+
+class IdentityRef(NamedTuple):
+    """What identity resolution reads of a message (an EventRecord has the same fields)."""
+
+    type: str
+    user_id: str | None
+    anonymous_id: str | None
+    previous_id: str | None
+    timestamp: datetime
+
+
+Identified = EventRecord | IdentityRef
 
 
 class IdentityResolver:
@@ -41,7 +54,7 @@ class IdentityResolver:
         self._absent.clear()
 
     def resolve(
-        self, connection: Connection, records: Iterable[EventRecord]
+        self, connection: Connection, records: Iterable[Identified]
     ) -> tuple[list[int], dict[int, int]]:
         """Customer id per record, creating customers as needed; and the merges done (from → to).
 
@@ -59,7 +72,7 @@ class IdentityResolver:
             self.forget()
         return resolved, merges
 
-    def _warm(self, connection: Connection, records: list[EventRecord]) -> None:
+    def _warm(self, connection: Connection, records: list[Identified]) -> None:
         """One query for every id the batch names that the cache does not know yet."""
         wanted: set[tuple[str, str]] = set()
         for record in records:
@@ -83,13 +96,13 @@ class IdentityResolver:
                     self._cache[(kind, value)] = int(customer_id)
                     self._absent.discard((kind, value))
 
-    def _create_unknown(self, connection: Connection, records: list[EventRecord]) -> None:
+    def _create_unknown(self, connection: Connection, records: list[Identified]) -> None:
         """Create, in two statements, the customers of records whose every id is new.
 
         The same as creating them one by one in `_one`, which then finds them, but bulk
         imports and first-time visitors cost two round trips a batch, not two a customer.
         """
-        plans: list[tuple[EventRecord, list[tuple[str, str]]]] = []
+        plans: list[tuple[Identified, list[tuple[str, str]]]] = []
         claimed: set[tuple[str, str]] = set()
         for record in records:
             keys = _keys(record)
@@ -123,7 +136,7 @@ class IdentityResolver:
         connection.execute(insert(identities), links)
         self._absent -= claimed
 
-    def _one(self, connection: Connection, record: EventRecord, merges: dict[int, int]) -> int:
+    def _one(self, connection: Connection, record: Identified, merges: dict[int, int]) -> int:
         if record.type == "alias" and record.previous_id and record.user_id:
             return self._alias(connection, record, merges)
         user_id, anonymous_id = record.user_id, record.anonymous_id
@@ -157,7 +170,7 @@ class IdentityResolver:
             self._merge(connection, source=by_anonymous, target=by_user, merges=merges)
         return by_user
 
-    def _alias(self, connection: Connection, record: EventRecord, merges: dict[int, int]) -> int:
+    def _alias(self, connection: Connection, record: Identified, merges: dict[int, int]) -> int:
         """`alias`: previousId (an anonymous or older user id) becomes known as userId."""
         assert record.previous_id is not None and record.user_id is not None
         previous, user_id = record.previous_id, record.user_id
@@ -293,7 +306,7 @@ def _allocate_customer_ids(connection: Connection, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
-def _keys(record: EventRecord) -> list[tuple[str, str]]:
+def _keys(record: Identified) -> list[tuple[str, str]]:
     keys = []
     if record.user_id:
         keys.append((USER, record.user_id))

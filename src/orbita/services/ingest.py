@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import multiprocessing
+import os
 import queue
 import threading
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+import pyarrow as pa
 from sqlalchemy import Connection, bindparam, select, update
 
 from orbita.model.customers import PROFILE_TRAITS
 from orbita.model.events import EventRecord
-from orbita.services.identity import IdentityResolver, follow_merges
+from orbita.model.messages import parse_batch_json
+from orbita.services.identity import IdentityRef, IdentityResolver, follow_merges
 from orbita.services.workspace import Workspace
-from orbita.store.events.base import event_table
+from orbita.store.events.base import EVENT_SCHEMA, event_table
 from orbita.store.state import customers
 
 T = TypeVar("T")
@@ -46,6 +51,60 @@ class IngestResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedEvents:
+    """A batch made ready for the writer: validated, normalised, and already in Arrow.
+
+    Building it is most of the Python work of ingestion, so the HTTP API builds it in worker
+    processes (`prepare_batch_json`) and the single writer only resolves customers and
+    appends. It pickles cheaply (an Arrow table, plus the rare identify records).
+    """
+
+    table: pa.Table  # EVENT_SCHEMA without customer_id, plus previous_id for aliases
+    identifies: tuple[tuple[int, EventRecord], ...]  # (row, record): traits to apply
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    @classmethod
+    def of(cls, records: Sequence[EventRecord]) -> PreparedEvents:
+        table = event_table(records, [0] * len(records)).drop_columns(["customer_id"])
+        table = table.append_column(
+            "previous_id", pa.array([r.previous_id for r in records], pa.string())
+        )
+        identifies = tuple((row, r) for row, r in enumerate(records) if r.type == "identify")
+        return cls(table=table, identifies=identifies)
+
+    @classmethod
+    def concat(cls, batches: Sequence[PreparedEvents]) -> PreparedEvents:
+        if len(batches) == 1:
+            return batches[0]
+        identifies: list[tuple[int, EventRecord]] = []
+        offset = 0
+        for batch in batches:
+            identifies += [(offset + row, record) for row, record in batch.identifies]
+            offset += len(batch)
+        return cls(table=pa.concat_tables([b.table for b in batches]), identifies=tuple(identifies))
+
+    def message_ids(self) -> list[str]:
+        return cast(list[str], self.table.column("message_id").to_pylist())
+
+    def identities(self) -> list[IdentityRef]:
+        columns = [
+            self.table.column(name).to_pylist()
+            for name in ("type", "user_id", "anonymous_id", "previous_id", "timestamp")
+        ]
+        return [IdentityRef(*row) for row in zip(*columns, strict=True)]
+
+
+def prepare_batch_json(
+    body: bytes, *, received_at: datetime, max_message_bytes: int | None
+) -> PreparedEvents:
+    """Parse and prepare a `/v1/batch` body (runs in the API's parse worker processes)."""
+    records = parse_batch_json(body, received_at=received_at, max_message_bytes=max_message_bytes)
+    return PreparedEvents.of(records)
+
+
 def store_records(
     *,
     workspace: Workspace,
@@ -58,8 +117,18 @@ def store_records(
     Profiles are written before events, so a crash in between leaves at worst a profile
     without the events, which the client's retry then stores.
     """
-    keys = [record.message_id for record in records]
-    stored = _store(workspace=workspace, records=records, keys=keys, resolver=resolver)
+    return store_prepared(workspace=workspace, events=PreparedEvents.of(records), resolver=resolver)
+
+
+def store_prepared(
+    *,
+    workspace: Workspace,
+    events: PreparedEvents,
+    resolver: IdentityResolver | None = None,
+) -> IngestResult:
+    """`store_records` for a batch prepared elsewhere."""
+    keys = events.message_ids()
+    stored = _store(workspace=workspace, events=events, keys=keys, resolver=resolver)
     return _result(keys, stored)
 
 
@@ -81,27 +150,28 @@ def _first_stored(keys: Sequence[str], stored: set[str]) -> list[bool]:
 def _store(
     *,
     workspace: Workspace,
-    records: Sequence[EventRecord],
+    events: PreparedEvents,
     keys: Sequence[str],
     resolver: IdentityResolver | None,
 ) -> set[str]:
-    if not records:
+    if not len(events):
         return set()
     resolver = resolver or IdentityResolver()
     try:
         with workspace.state.begin() as connection:
-            customer_ids, merges = resolver.resolve(connection, records)
+            customer_ids, merges = resolver.resolve(connection, events.identities())
     except BaseException:
         resolver.forget()  # the cache may name customers the rollback removed
         raise
     # Merged profiles' events follow them: one statement for the whole write (each is a
     # scan of the events table, so never one per merge).
     workspace.events.reassign(moves={source: follow_merges(merges, source) for source in merges})
-    stored = workspace.events.append(event_table(records, customer_ids))
+    table = events.table.drop_columns(["previous_id"]).add_column(
+        2, "customer_id", pa.array(customer_ids, pa.int64())
+    )
+    stored = workspace.events.append(table.select(list(EVENT_SCHEMA.names)))
     profile_updates = [
-        (record, customer_id)
-        for record, customer_id, key in zip(records, customer_ids, keys, strict=True)
-        if record.type == "identify" and key in stored
+        (record, customer_ids[row]) for row, record in events.identifies if keys[row] in stored
     ]
     if profile_updates:
         with workspace.state.begin() as connection:
@@ -178,9 +248,39 @@ def _is_time_zone(name: str) -> bool:
     return True
 
 
+class BatchPreparer:
+    """Prepares `/v1/batch` bodies in worker processes, so that validation — most of the
+    Python work of ingestion — runs beside the writer instead of taking turns with it for
+    the GIL. With no workers it prepares in the caller's process."""
+
+    def __init__(self, *, workers: int | None) -> None:
+        count = (os.cpu_count() or 1) if workers is None else workers
+        self._pool = (
+            ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+            if count > 0
+            else None
+        )
+
+    async def prepare(
+        self, body: bytes, *, received_at: datetime, max_message_bytes: int | None
+    ) -> PreparedEvents:
+        if self._pool is None:
+            return prepare_batch_json(
+                body, received_at=received_at, max_message_bytes=max_message_bytes
+            )
+        work = functools.partial(
+            prepare_batch_json, body, received_at=received_at, max_message_bytes=max_message_bytes
+        )
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass(slots=True)
 class _Job:
-    records: Sequence[EventRecord]
+    events: PreparedEvents
     done: Future[IngestResult]
 
 
@@ -223,17 +323,18 @@ class Ingestor:
         self._queue.put(task)
         return cast(T, task.done.result())
 
-    def ingest(self, records: Sequence[EventRecord]) -> IngestResult:
-        """Store the records; returns once they are durable."""
+    def ingest(self, records: Sequence[EventRecord] | PreparedEvents) -> IngestResult:
+        """Store the events; returns once they are durable."""
         return self._submit(records).result()
 
-    async def ingest_async(self, records: Sequence[EventRecord]) -> IngestResult:
+    async def ingest_async(self, records: Sequence[EventRecord] | PreparedEvents) -> IngestResult:
         return await asyncio.wrap_future(self._submit(records))
 
-    def _submit(self, records: Sequence[EventRecord]) -> Future[IngestResult]:
+    def _submit(self, records: Sequence[EventRecord] | PreparedEvents) -> Future[IngestResult]:
         if not self._started:
             raise RuntimeError("the ingestor is not started")
-        job = _Job(records=records, done=Future())
+        events = records if isinstance(records, PreparedEvents) else PreparedEvents.of(records)
+        job = _Job(events=events, done=Future())
         self._queue.put(job)
         return job.done
 
@@ -248,7 +349,7 @@ class Ingestor:
             if isinstance(first, _Exclusive):
                 self._run_exclusive(first)
                 continue
-            jobs, size = [first], len(first.records)
+            jobs, size = [first], len(first.events)
             while size < self._max:
                 try:
                     job = self._queue.get_nowait()
@@ -261,7 +362,7 @@ class Ingestor:
                     pending = job  # after this write, in arrival order
                     break
                 jobs.append(job)
-                size += len(job.records)
+                size += len(job.events)
             self._commit(jobs)
 
     def _run_exclusive(self, task: _Exclusive) -> None:
@@ -273,11 +374,11 @@ class Ingestor:
             self._resolver.forget()
 
     def _commit(self, jobs: list[_Job]) -> None:
-        records = [record for job in jobs for record in job.records]
-        keys = [record.message_id for record in records]
+        events = PreparedEvents.concat([job.events for job in jobs])
+        keys = events.message_ids()
         try:
             stored = _store(
-                workspace=self._workspace, records=records, keys=keys, resolver=self._resolver
+                workspace=self._workspace, events=events, keys=keys, resolver=self._resolver
             )
         except BaseException as error:
             for job in jobs:
@@ -286,7 +387,7 @@ class Ingestor:
         new = _first_stored(keys, stored)
         start = 0
         for job in jobs:
-            end = start + len(job.records)
+            end = start + len(job.events)
             stored_now = sum(new[start:end])
             job.done.set_result(
                 IngestResult(
