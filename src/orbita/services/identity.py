@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
@@ -28,7 +28,14 @@ class IdentityRef(NamedTuple):
     user_id: str | None
     anonymous_id: str | None
     previous_id: str | None
-    timestamp: datetime
+    micros: int  # the event time in microseconds since the epoch (UTC)
+
+    @property
+    def timestamp(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=self.micros)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 Identified = EventRecord | IdentityRef

@@ -92,9 +92,11 @@ class PreparedEvents:
     def identities(self) -> list[IdentityRef]:
         columns = [
             self.table.column(name).to_pylist()
-            for name in ("type", "user_id", "anonymous_id", "previous_id", "timestamp")
+            for name in ("type", "user_id", "anonymous_id", "previous_id")
         ]
-        return [IdentityRef(*row) for row in zip(*columns, strict=True)]
+        # Times as integers: a datetime is only built for the few customers created.
+        micros = self.table.column("timestamp").cast(pa.int64()).to_pylist()
+        return [IdentityRef(*row) for row in zip(*columns, micros, strict=True)]
 
 
 def prepare_batch_json(
