@@ -16,6 +16,7 @@ from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -181,3 +183,121 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+# --- journeys (migration 0003) -------------------------------------------------------------
+# Each published definition of a journey; running customers keep the version they entered.
+journey_versions = Table(
+    "journey_versions",
+    metadata,
+    Column("journey", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", Json, nullable=False),
+    Column("definition_hash", String(64), nullable=False),
+    Column("published_at", AwareDateTime(), nullable=False),
+)
+
+RUN_LIVE = ("active", "waiting")
+LIVE_RUNS = text("status IN ('active', 'waiting')")
+
+# A customer in a journey is a row, not a sleeping thread (DESIGN.md, Journeys at scale).
+journey_runs = Table(
+    "journey_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("journey", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    # '' for an unkeyed run: NULLs never collide in a unique index, which would let two
+    # unkeyed runs of one customer in.
+    Column("run_key", String(255), nullable=False),
+    Column("node", String(200)),
+    Column("status", String(16), nullable=False),
+    Column("holdout", Boolean, nullable=False),
+    Column("wake_at", AwareDateTime()),
+    # Open goal window (entered_at + goal.within) while unconverted: events still matter.
+    Column("goal_until", AwareDateTime()),
+    Column("state", Json, nullable=False),
+    Column("entered_at", AwareDateTime(), nullable=False),
+    Column("updated_at", AwareDateTime(), nullable=False),
+    Column("converted_at", AwareDateTime()),
+    Column("exit_reason", String(200)),
+    Column("claimed_by", String(200)),
+    Column("claimed_until", AwareDateTime()),
+    Index(None, "customer_id", "journey"),
+    # Workers scan only the live runs by wake time: ended runs drop out of the index.
+    Index(
+        "ix_journey_runs_due",
+        "wake_at",
+        sqlite_where=LIVE_RUNS,
+        postgresql_where=LIVE_RUNS,
+    ),
+    # At most one live run per (journey, customer, key): entry rules race-proof in the store.
+    Index(
+        "uq_journey_runs_live",
+        "journey",
+        "customer_id",
+        "run_key",
+        unique=True,
+        sqlite_where=LIVE_RUNS,
+        postgresql_where=LIVE_RUNS,
+    ),
+)
+
+# Messages decided by a journey step, written in the step's transaction; the idempotency
+# key makes a second queueing a no-op and is what senders hand to providers.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("outbox_id", Id, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("run_id", String(64), nullable=False),
+    Column("journey", String(200), nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("node", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # send | webhook | suppressed
+    Column("channel", String(100)),
+    Column("template", String(200)),
+    Column("variant", String(200)),
+    Column("payload", Json, nullable=False),
+    # queued | sent | failed | dead; `skipped` for suppressed rows, which are never sent.
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", AwareDateTime()),
+    Column("created_at", AwareDateTime(), nullable=False),
+    Column("result", Json),
+    Index(None, "run_id"),
+    Index(
+        "ix_outbox_queued",
+        "next_attempt_at",
+        sqlite_where=text("status = 'queued'"),
+        postgresql_where=text("status = 'queued'"),
+    ),
+)
+
+# Every edge a run took: per-node journey statistics count these.
+journey_steps = Table(
+    "journey_steps",
+    metadata,
+    Column("step_id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("journey", String(200), nullable=False),
+    Column("node", String(200), nullable=False),
+    Column("edge", String(200), nullable=False),
+    Column("at", AwareDateTime(), nullable=False),
+    Index(None, "journey", "node"),
+    Index(None, "run_id"),
+)
+
+# A run converts at most once: the run id is the key.
+journey_conversions = Table(
+    "journey_conversions",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("journey", String(200), nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("arm", String(16), nullable=False),  # treatment | holdout
+    Column("at", AwareDateTime(), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Index(None, "journey", "at"),
+)

@@ -1,0 +1,836 @@
+"""Durable journey execution: runs are rows, decisions come from the pure engine.
+
+    publish_journeys   definitions -> journey_versions (a new version when one changed)
+    handle_events      ingested events -> run events (goal, exit_on, wait_for), then entries
+    advance_due        due runs, claimed in batches -> new states, outbox, steps, conversions
+
+Each batch is one transaction: the run's new state and everything it decided (outbox rows,
+steps, conversions, trait updates) commit together or not at all (DESIGN.md, Delivery
+guarantees); outbox rows are inserted by idempotency key with insert-or-ignore, so a batch
+run twice after a crash queues nothing twice. Every query covers the whole batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from orbita.core.errors import InvalidInputError, UserError
+from orbita.engine.journeys import (
+    CallWebhook,
+    CompiledJourney,
+    Convert,
+    Decision,
+    Entered,
+    NotEntered,
+    Passed,
+    RunsSummary,
+    RunState,
+    Send,
+    Suppressed,
+    TriggerMatcher,
+    UpdateTrait,
+    advance,
+    compile_journey,
+    compile_triggers,
+    enter,
+    on_event,
+)
+from orbita.engine.journeys.run import run_id_for
+from orbita.engine.segments.reference import ReferenceData, evaluate
+from orbita.model.events import EventRecord
+from orbita.model.journeys import BranchStep, Journey, iter_steps, parse_journey
+from orbita.model.segments import (
+    AllOf,
+    AnyOf,
+    Condition,
+    Not,
+    SegmentRef,
+    TraitCondition,
+    walk,
+)
+from orbita.services.identity import ANONYMOUS, USER
+from orbita.services.workspace import Workspace
+from orbita.store.state import (
+    LIVE_RUNS,
+    RUN_LIVE,
+    customers,
+    identities,
+    journey_conversions,
+    journey_runs,
+    journey_steps,
+    journey_versions,
+    outbox,
+    segment_memberships,
+)
+
+# Branch conditions answered from the state store today; event aggregates and the rest
+# need the event store and come with the segment-backed facts.
+SUPPORTED_CONDITIONS = (TraitCondition, SegmentRef, AllOf, AnyOf, Not)
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerEvent:
+    """An ingested event with the customer it was resolved to."""
+
+    customer_id: int
+    record: EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedJourneys:
+    """The journeys that run: the current version of each (for entries) and every version
+    still referenced by runs (a run finishes on the version it entered)."""
+
+    current: Mapping[str, CompiledJourney]
+    versions: Mapping[tuple[str, int], CompiledJourney]
+    timezone: str
+    matcher: TriggerMatcher
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    journeys: PublishedJourneys
+    published: tuple[tuple[str, int], ...]  # (journey, new version)
+
+
+@dataclass(frozen=True, slots=True)
+class EventsReport:
+    events: int
+    entered: int
+    not_entered: int
+    runs_touched: int
+    messages: int  # outbox rows decided (sends and webhooks)
+    suppressed: int
+    conversions: int
+    ended: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceReport:
+    claimed: int
+    batches: int
+    messages: int
+    suppressed: int
+    conversions: int
+    ended: int
+
+
+# --- publishing ----------------------------------------------------------------------------
+
+
+def _definition(journey: Journey) -> tuple[dict[str, Any], str]:
+    data = journey.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return data, digest
+
+
+def _check_conditions(name: str, journey: Journey) -> None:
+    """Refuse at publish time what a worker could not answer later."""
+    for step in iter_steps(journey.steps):
+        if not isinstance(step, BranchStep):
+            continue
+        for arm in step.arms:
+            for condition in walk(arm.when):
+                if not isinstance(condition, SUPPORTED_CONDITIONS):
+                    raise UserError(
+                        f"journey {name}: branch conditions on {condition.type} are not "
+                        "supported yet (use trait or segment conditions)"
+                    )
+
+
+def publish_journeys(
+    *,
+    workspace: Workspace,
+    journeys: Mapping[str, Journey],
+    timezone: str = "UTC",
+) -> PublishReport:
+    """Store a new version of each journey whose definition changed; return what runs."""
+    for name, journey in journeys.items():
+        _check_conditions(name, journey)
+    now = workspace.clock.now()
+    published: list[tuple[str, int]] = []
+    with workspace.state.begin() as connection:
+        # Versions are few (one per apply that changed a journey): read them all.
+        latest: dict[str, tuple[int, str]] = {}
+        for name, version, digest in connection.execute(
+            select(
+                journey_versions.c.journey,
+                journey_versions.c.version,
+                journey_versions.c.definition_hash,
+            ).order_by(journey_versions.c.version)
+        ):
+            latest[name] = (version, digest)
+        rows = []
+        for name, journey in sorted(journeys.items()):
+            data, digest = _definition(journey)
+            version, known = latest.get(name, (0, ""))
+            if known == digest:
+                continue
+            rows.append(
+                {
+                    "journey": name,
+                    "version": version + 1,
+                    "definition": data,
+                    "definition_hash": digest,
+                    "published_at": now,
+                }
+            )
+            published.append((name, version + 1))
+        if rows:
+            connection.execute(insert(journey_versions), rows)
+    loaded = load_journeys(workspace=workspace, timezone=timezone, names=list(journeys))
+    return PublishReport(journeys=loaded, published=tuple(published))
+
+
+def load_journeys(
+    *, workspace: Workspace, timezone: str = "UTC", names: Sequence[str] | None = None
+) -> PublishedJourneys:
+    """Every stored version; `names` (default: all) are the ones that take new entries."""
+    with workspace.state.connect() as connection:
+        rows = connection.execute(
+            select(
+                journey_versions.c.journey,
+                journey_versions.c.version,
+                journey_versions.c.definition,
+            ).order_by(journey_versions.c.journey, journey_versions.c.version)
+        ).all()
+    versions: dict[tuple[str, int], CompiledJourney] = {}
+    current: dict[str, CompiledJourney] = {}
+    wanted = set(names) if names is not None else None
+    for name, version, definition in rows:
+        compiled = compile_journey(name, parse_journey(definition, name=name), version=version)
+        versions[(name, version)] = compiled
+        if wanted is None or name in wanted:
+            current[name] = compiled  # rows come in version order: the last one wins
+    return PublishedJourneys(
+        current=current,
+        versions=versions,
+        timezone=timezone,
+        matcher=compile_triggers({name: j.journey for name, j in current.items()}),
+    )
+
+
+# --- customers of events -------------------------------------------------------------------
+
+
+def resolve_customers(
+    *, workspace: Workspace, records: Sequence[EventRecord]
+) -> list[CustomerEvent]:
+    """The customers stored events belong to (after `store_records`), by their ids: one
+    query per id kind for the batch. Events of unknown ids are left out."""
+    wanted: dict[str, set[str]] = {USER: set(), ANONYMOUS: set()}
+    for record in records:
+        if record.user_id:
+            wanted[USER].add(record.user_id)
+        if record.anonymous_id:
+            wanted[ANONYMOUS].add(record.anonymous_id)
+    found: dict[tuple[str, str], int] = {}
+    with workspace.state.connect() as connection:
+        for kind, values in wanted.items():
+            if not values:
+                continue
+            for value, customer_id in connection.execute(
+                select(identities.c.value, identities.c.customer_id).where(
+                    identities.c.kind == kind, identities.c.value.in_(sorted(values))
+                )
+            ):
+                found[(kind, value)] = int(customer_id)
+    result = []
+    for record in records:
+        customer = (record.user_id and found.get((USER, record.user_id))) or (
+            record.anonymous_id and found.get((ANONYMOUS, record.anonymous_id))
+        )
+        if customer:
+            result.append(CustomerEvent(customer_id=customer, record=record))
+    return result
+
+
+# --- branch facts --------------------------------------------------------------------------
+
+
+class _Profiles:
+    """Profiles and segment memberships of a batch's customers, loaded once per batch."""
+
+    def __init__(self, connection: Connection, customer_ids: Iterable[int], segments: set[str]):
+        ids = sorted(set(customer_ids))
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.members: set[tuple[str, int]] = set()
+        if not ids:
+            return
+        for row in connection.execute(select(customers).where(customers.c.customer_id.in_(ids))):
+            self.rows[row.customer_id] = {**row._asdict(), "traits": dict(row.traits or {})}
+        if segments:
+            self.members = {
+                (segment, int(customer_id))
+                for segment, customer_id in connection.execute(
+                    select(segment_memberships.c.segment, segment_memberships.c.customer_id).where(
+                        segment_memberships.c.customer_id.in_(ids),
+                        segment_memberships.c.segment.in_(sorted(segments)),
+                        segment_memberships.c.exited_at.is_(None),
+                    )
+                )
+            }
+
+
+@dataclass
+class _Facts:
+    """The engine's `Facts` for one customer of the batch."""
+
+    profiles: _Profiles
+    customer_id: int
+    default_timezone: str
+
+    @property
+    def timezone(self) -> str:
+        row = self.profiles.rows.get(self.customer_id)
+        zone = row.get("timezone") if row else None
+        return zone or self.default_timezone
+
+    def trait(self, name: str) -> object:
+        row = self.profiles.rows.get(self.customer_id) or {}
+        traits = row.get("traits") or {}
+        return traits[name] if name in traits else row.get(name)
+
+    def holds(self, condition: Condition, *, now: datetime) -> bool:
+        if isinstance(condition, AllOf):
+            return all(self.holds(c, now=now) for c in condition.all)
+        if isinstance(condition, AnyOf):
+            return any(self.holds(c, now=now) for c in condition.any)
+        if isinstance(condition, Not):
+            return not self.holds(condition.condition, now=now)
+        if isinstance(condition, SegmentRef):
+            return (condition.segment, self.customer_id) in self.profiles.members
+        if isinstance(condition, TraitCondition):
+            row = self.profiles.rows.get(self.customer_id)
+            if row is None:
+                return False
+            data = ReferenceData(events=[], customers=[row])
+            return self.customer_id in evaluate(condition, as_of=now, data=data)
+        raise UserError(f"branch conditions on {condition.type} are not supported yet")
+
+
+def _segments_used(journeys: Iterable[CompiledJourney]) -> set[str]:
+    found: set[str] = set()
+    for journey in journeys:
+        for step in iter_steps(journey.journey.steps):
+            if isinstance(step, BranchStep):
+                for arm in step.arms:
+                    found.update(c.segment for c in walk(arm.when) if isinstance(c, SegmentRef))
+    return found
+
+
+# --- one batch -----------------------------------------------------------------------------
+
+
+def _is_postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+@dataclass
+class _Batch:
+    """Runs of one transaction: decisions are applied in memory, then written in one go."""
+
+    connection: Connection
+    journeys: PublishedJourneys
+    worker_id: str | None = None
+    runs: dict[str, RunState] = field(default_factory=dict)
+    new: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    outbox_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    step_rows: list[dict[str, Any]] = field(default_factory=list)
+    conversion_rows: list[dict[str, Any]] = field(default_factory=list)
+    updates_of: list[tuple[int, UpdateTrait]] = field(default_factory=list)
+    profiles: _Profiles | None = None
+    # When each run was last decided about, and which runs had already ended when loaded.
+    decided_at: dict[str, datetime] = field(default_factory=dict)
+    ended_before: set[str] = field(default_factory=set)
+    entered: int = 0
+    not_entered: int = 0
+
+    def load_profiles(self, customer_ids: Iterable[int]) -> None:
+        self.profiles = _Profiles(
+            self.connection,
+            customer_ids,
+            _segments_used(self.journeys.versions.values()),
+        )
+
+    def facts(self, customer_id: int) -> _Facts:
+        assert self.profiles is not None, "load_profiles first"
+        return _Facts(self.profiles, customer_id, self.journeys.timezone)
+
+    def journey_of(self, state: RunState) -> CompiledJourney | None:
+        return self.journeys.versions.get((state.journey, state.version))
+
+    def apply(self, decision: Decision, *, now: datetime, fresh: bool = False) -> None:
+        """Record a decision, then advance the run while it is due (as a worker would at
+        once): a run leaves the batch waiting or ended."""
+        state = decision.state
+        if state is None:
+            return
+        journey = self.journey_of(state)
+        assert journey is not None
+        while True:
+            self._record(state, decision, now=now)
+            if fresh:
+                self.new.add(state.run_id)
+                fresh = False
+            elif state.run_id not in self.new:
+                self.changed.add(state.run_id)
+            if state.ended or state.wake_at is None or state.wake_at > now:
+                return
+            decision = advance(journey, state, now=now, facts=self.facts(state.customer_id))
+            assert decision.state is not None
+            if decision.state == state:
+                return
+            state = decision.state
+
+    def load(self, state: RunState) -> None:
+        self.runs[state.run_id] = state
+        if state.ended:
+            self.ended_before.add(state.run_id)
+
+    def _record(self, state: RunState, decision: Decision, *, now: datetime) -> None:
+        self.runs[state.run_id] = state
+        self.decided_at[state.run_id] = now
+        for command in decision.commands:
+            if isinstance(command, Send | Suppressed | CallWebhook):
+                self._queue(state, command, now=now)
+            elif isinstance(command, Passed):
+                self.step_rows.append(
+                    {
+                        "run_id": state.run_id,
+                        "journey": state.journey,
+                        "node": command.node,
+                        "edge": command.edge,
+                        "at": now,
+                    }
+                )
+            elif isinstance(command, Convert):
+                self.conversion_rows.append(
+                    {
+                        "run_id": state.run_id,
+                        "journey": state.journey,
+                        "customer_id": state.customer_id,
+                        "arm": "holdout" if state.holdout else "treatment",
+                        "at": command.at,
+                        "message_id": command.message_id,
+                    }
+                )
+            elif isinstance(command, UpdateTrait):
+                self.updates_of.append((state.customer_id, command))
+                # Later decisions of this batch see the new value, as after a commit.
+                if self.profiles is not None:
+                    row = self.profiles.rows.get(state.customer_id)
+                    if row is not None:
+                        _apply_update(row["traits"], command)
+
+    def _queue(
+        self, state: RunState, command: Send | Suppressed | CallWebhook, *, now: datetime
+    ) -> None:
+        payload: dict[str, Any] = {
+            "trigger_message_id": state.context.trigger_message_id,
+            "trigger_event": state.context.trigger_event,
+            "properties": dict(state.context.properties),
+        }
+        row: dict[str, Any] = {
+            "idempotency_key": command.idempotency_key,
+            "run_id": state.run_id,
+            "journey": state.journey,
+            "customer_id": state.customer_id,
+            "node": command.node,
+            "channel": None,
+            "template": None,
+            "variant": None,
+            "attempts": 0,
+            "created_at": now,
+            "result": None,
+        }
+        if isinstance(command, Send):
+            row.update(
+                kind="send",
+                channel=command.channel,
+                template=command.template,
+                variant=command.variant,
+                status="queued",
+                next_attempt_at=now,
+            )
+        elif isinstance(command, CallWebhook):
+            payload.update(url=command.url, method=command.method, body=command.body)
+            row.update(kind="webhook", status="queued", next_attempt_at=now)
+        else:
+            # Kept for measurement (the holdout arm is tracked like the treatment), never sent.
+            row.update(
+                kind="suppressed",
+                channel=command.channel,
+                template=command.template,
+                variant=command.variant,
+                status="skipped",
+                next_attempt_at=None,
+                result={"reason": command.reason},
+            )
+        row["payload"] = payload
+        self.outbox_rows.setdefault(command.idempotency_key, row)
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _run_row(self, state: RunState) -> dict[str, Any]:
+        journey = self.journey_of(state)
+        goal = journey.journey.goal if journey is not None else None
+        goal_until = (
+            state.entered_at + goal.within
+            if goal is not None and state.converted_at is None
+            else None
+        )
+        return {
+            "rid": state.run_id,
+            "journey": state.journey,
+            "version": state.version,
+            "customer_id": state.customer_id,
+            "run_key": state.key or "",
+            "node": state.node,
+            "status": state.status,
+            "holdout": state.holdout,
+            "wake_at": state.wake_at,
+            "goal_until": goal_until,
+            "state": state.to_json(),
+            "entered_at": state.entered_at,
+            "updated_at": self.decided_at.get(state.run_id, state.entered_at),
+            "converted_at": state.converted_at,
+            "exit_reason": state.exit_reason,
+            "claimed_by": self.worker_id,
+            "claimed_until": None,
+        }
+
+    def write(self) -> None:
+        connection = self.connection
+        if self.new:
+            rows = [self._run_row(self.runs[run_id]) for run_id in sorted(self.new)]
+            connection.execute(insert(journey_runs), [{"run_id": r.pop("rid"), **r} for r in rows])
+        if self.changed:
+            # Bind names must differ from column names in an executemany UPDATE.
+            rows = [
+                {f"b_{name}": value for name, value in self._run_row(self.runs[run_id]).items()}
+                for run_id in sorted(self.changed)
+            ]
+            values: dict[str, Any] = {
+                name[2:]: bindparam(name) for name in rows[0] if name != "b_rid"
+            }
+            connection.execute(
+                update(journey_runs)
+                .where(journey_runs.c.run_id == bindparam("b_rid"))
+                .values(values),
+                rows,
+            )
+        if self.outbox_rows:
+            connection.execute(
+                _insert_or_ignore(connection, outbox, "idempotency_key"),
+                list(self.outbox_rows.values()),
+            )
+        if self.step_rows:
+            connection.execute(insert(journey_steps), self.step_rows)
+        if self.conversion_rows:
+            connection.execute(
+                _insert_or_ignore(connection, journey_conversions, "run_id"),
+                self.conversion_rows,
+            )
+        if self.updates_of:
+            _write_traits(connection, self.updates_of)
+
+    def counts(self) -> dict[str, int]:
+        kinds = [row["kind"] for row in self.outbox_rows.values()]
+        return {
+            "messages": sum(kind != "suppressed" for kind in kinds),
+            "suppressed": sum(kind == "suppressed" for kind in kinds),
+            "conversions": len(self.conversion_rows),
+            "ended": sum(
+                1
+                for run_id in (self.new | self.changed) - self.ended_before
+                if self.runs[run_id].ended
+            ),
+        }
+
+
+def _insert_or_ignore(connection: Connection, table: Any, key: str) -> Any:
+    dialect = postgresql if _is_postgres(connection) else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+
+
+def _apply_update(traits: dict[str, Any], command: UpdateTrait) -> None:
+    if command.increment is not None:
+        current = traits.get(command.trait)
+        base = current if isinstance(current, int | float) and not isinstance(current, bool) else 0
+        traits[command.trait] = base + command.increment
+    else:
+        traits[command.trait] = command.value
+
+
+def _write_traits(connection: Connection, updates: Sequence[tuple[int, UpdateTrait]]) -> None:
+    """Apply trait updates in decision order; rows are locked on PostgreSQL so an identify
+    written meanwhile is not lost."""
+    ids = sorted({customer_id for customer_id, _ in updates})
+    query = select(customers.c.customer_id, customers.c.traits).where(
+        customers.c.customer_id.in_(ids)
+    )
+    if _is_postgres(connection):
+        query = query.with_for_update()
+    traits = {cid: dict(value or {}) for cid, value in connection.execute(query)}
+    touched: set[int] = set()
+    for customer_id, command in updates:
+        if customer_id in traits:
+            _apply_update(traits[customer_id], command)
+            touched.add(customer_id)
+    if touched:
+        connection.execute(
+            update(customers)
+            .where(customers.c.customer_id == bindparam("cid"))
+            .values(traits=bindparam("new_traits")),
+            [{"cid": cid, "new_traits": traits[cid]} for cid in sorted(touched)],
+        )
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def handle_events(
+    *,
+    workspace: Workspace,
+    journeys: PublishedJourneys,
+    events: Sequence[CustomerEvent],
+    match: bool = True,
+    enter_runs: bool = True,
+) -> EventsReport:
+    """Play newly stored events through the journeys, in timestamp order, in one
+    transaction: each event first reaches the customer's runs (goal, exit_on, wait_for),
+    then starts the runs its triggers match — as the in-memory scenario runner does.
+
+    Pass only events stored now (`store_records` refuses duplicates): a run's id comes
+    from its trigger's message id, so an event replayed enters nothing twice either way.
+    """
+    ordered = sorted(events, key=lambda e: e.record.timestamp)
+    if not ordered:
+        return EventsReport(0, 0, 0, 0, 0, 0, 0, 0)
+    customer_ids = sorted({e.customer_id for e in ordered})
+    first = ordered[0].record.timestamp
+    with workspace.state.begin() as connection:
+        _begin_write(connection)
+        batch = _Batch(connection=connection, journeys=journeys)
+        by_customer: dict[int, list[str]] = defaultdict(list)
+        if match:
+            # Live runs, and ended ones whose goal window is still open (late conversions).
+            query = select(journey_runs.c.state).where(
+                journey_runs.c.customer_id.in_(customer_ids),
+                (journey_runs.c.status.in_(RUN_LIVE)) | (journey_runs.c.goal_until >= first),
+            )
+            if _is_postgres(connection):
+                # Wait for a worker holding one of these runs: its step commits first.
+                query = query.with_for_update()
+            for (data,) in connection.execute(query):
+                state = RunState.from_json(data)
+                batch.load(state)
+                by_customer[state.customer_id].append(state.run_id)
+        matches: dict[int, list[str]] = defaultdict(list)
+        if enter_runs:
+            records = [e.record for e in ordered]
+            for name, record in journeys.matcher.match(records):
+                matches[id(record)].append(name)
+        summaries = _summaries(connection, customer_ids) if matches else {}
+        existing = _existing_runs(connection, ordered, matches) if matches else set()
+        batch.load_profiles(customer_ids)
+        touched: set[str] = set()
+        for item in ordered:
+            now = item.record.timestamp
+            for run_id in list(by_customer.get(item.customer_id, ())):
+                state = batch.runs[run_id]
+                journey = batch.journey_of(state)
+                if journey is None:
+                    continue  # a version no longer loaded: left for an operator to see
+                decision = on_event(journey, state, item.record, now=now)
+                if decision.commands:
+                    touched.add(run_id)
+                    batch.apply(decision, now=now)
+            for name in matches.get(id(item.record), ()):
+                journey = journeys.current[name]
+                run_id = run_id_for(name, item.customer_id, item.record.message_id)
+                if run_id in existing:
+                    continue
+                summary = summaries.get((name, item.customer_id), RunsSummary())
+                active = frozenset(
+                    batch.runs[r].key
+                    for r in by_customer.get(item.customer_id, ())
+                    if batch.runs[r].journey == name and not batch.runs[r].ended
+                )
+                decision = enter(
+                    journey,
+                    customer=item.customer_id,
+                    trigger_event=item.record,
+                    now=now,
+                    previous_runs_summary=RunsSummary(
+                        entries=summary.entries,
+                        last_entered_at=summary.last_entered_at,
+                        active_keys=active,
+                    ),
+                )
+                if decision.state is None:
+                    batch.not_entered += sum(isinstance(c, NotEntered) for c in decision.commands)
+                    continue
+                assert any(isinstance(c, Entered) for c in decision.commands)
+                batch.entered += 1
+                existing.add(run_id)
+                summaries[(name, item.customer_id)] = RunsSummary(
+                    entries=summary.entries + 1, last_entered_at=now
+                )
+                by_customer[item.customer_id].append(run_id)
+                touched.add(run_id)
+                batch.apply(decision, now=now, fresh=True)
+        batch.write()
+    counts = batch.counts()
+    return EventsReport(
+        events=len(ordered),
+        entered=batch.entered,
+        not_entered=batch.not_entered,
+        runs_touched=len(touched),
+        **counts,
+    )
+
+
+def enter_from_events(
+    *, workspace: Workspace, journeys: PublishedJourneys, events: Sequence[CustomerEvent]
+) -> EventsReport:
+    """Only the entries the events' triggers make (see `handle_events`)."""
+    return handle_events(workspace=workspace, journeys=journeys, events=events, match=False)
+
+
+def match_events(
+    *, workspace: Workspace, journeys: PublishedJourneys, events: Sequence[CustomerEvent]
+) -> EventsReport:
+    """Only goal, exit_on and wait_for on the customers' runs (see `handle_events`)."""
+    return handle_events(workspace=workspace, journeys=journeys, events=events, enter_runs=False)
+
+
+def _summaries(
+    connection: Connection, customer_ids: Sequence[int]
+) -> dict[tuple[str, int], RunsSummary]:
+    """Entries per (journey, customer) of the batch's customers, in one grouped query."""
+    rows = connection.execute(
+        select(
+            journey_runs.c.journey,
+            journey_runs.c.customer_id,
+            func.count(),
+            func.max(journey_runs.c.entered_at),
+        )
+        .where(journey_runs.c.customer_id.in_(customer_ids))
+        .group_by(journey_runs.c.journey, journey_runs.c.customer_id)
+    )
+    result = {}
+    for name, customer_id, count, last in rows:
+        result[(name, int(customer_id))] = RunsSummary(entries=int(count), last_entered_at=last)
+    return result
+
+
+def _existing_runs(
+    connection: Connection, events: Sequence[CustomerEvent], matches: Mapping[int, list[str]]
+) -> set[str]:
+    wanted = [
+        run_id_for(name, e.customer_id, e.record.message_id)
+        for e in events
+        for name in matches.get(id(e.record), ())
+    ]
+    if not wanted:
+        return set()
+    return set(
+        connection.execute(
+            select(journey_runs.c.run_id).where(journey_runs.c.run_id.in_(wanted))
+        ).scalars()
+    )
+
+
+def _begin_write(connection: Connection) -> None:
+    """SQLite: take the write lock before reading, so that what we read cannot change
+    before we write (PostgreSQL locks the rows it reads instead)."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --- due runs ------------------------------------------------------------------------------
+
+
+def advance_due(
+    *,
+    workspace: Workspace,
+    journeys: PublishedJourneys,
+    now: datetime,
+    limit: int = 1000,
+    worker_id: str = "worker",
+    max_batches: int | None = None,
+) -> AdvanceReport:
+    """Advance every run due at `now`, `limit` runs per transaction, earliest first.
+
+    Each run is advanced at its own wake time, not at `now`: the outcome does not depend
+    on when a worker got to it, and a simulated clock moved in large steps sends what a
+    wall clock would have. PostgreSQL workers share the runs with FOR UPDATE SKIP LOCKED;
+    SQLite takes the database's write lock for the batch (one writer at a time).
+    """
+    if now.tzinfo is None:
+        raise InvalidInputError([], summary="advance_due needs an aware datetime")
+    totals = {"claimed": 0, "batches": 0, "messages": 0, "suppressed": 0}
+    totals.update(conversions=0, ended=0)
+    while max_batches is None or totals["batches"] < max_batches:
+        with workspace.state.begin() as connection:
+            _begin_write(connection)
+            query = (
+                select(journey_runs.c.state)
+                # The partial index's own predicate, as text: SQLite uses a partial index
+                # only when the query repeats its condition with constants, not parameters.
+                .where(LIVE_RUNS, journey_runs.c.wake_at <= now)
+                # wake_at alone: the index gives that order, so LIMIT stops the scan early.
+                .order_by(journey_runs.c.wake_at)
+                .limit(limit)
+            )
+            if _is_postgres(connection):
+                query = query.with_for_update(skip_locked=True)
+            states = [RunState.from_json(data) for data in connection.execute(query).scalars()]
+            if not states:
+                break
+            batch = _Batch(connection=connection, journeys=journeys, worker_id=worker_id)
+            batch.load_profiles(state.customer_id for state in states)
+            for state in states:
+                batch.load(state)
+            for state in states:
+                journey = batch.journey_of(state)
+                if journey is None or state.wake_at is None:
+                    continue
+                # Follow the run through every wake time up to `now` in this transaction.
+                facts = batch.facts(state.customer_id)
+                current = state
+                while not current.ended and current.wake_at is not None:
+                    at = current.wake_at
+                    if at > now:
+                        break
+                    decision = advance(journey, current, now=at, facts=facts)
+                    if decision.state is None or decision.state == current:
+                        break  # nothing more the engine can do at this time
+                    batch.apply(decision, now=at)
+                    current = batch.runs[state.run_id]
+            batch.write()
+        counts = batch.counts()
+        if not batch.changed:
+            break  # only runs of versions not loaded were due: nothing this worker can do
+        totals["claimed"] += len(states)
+        totals["batches"] += 1
+        for name, value in counts.items():
+            totals[name] += value
+        if len(states) < limit:
+            break
+    return AdvanceReport(**totals)
