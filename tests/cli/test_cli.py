@@ -121,6 +121,7 @@ def test_import_show_and_delete(workspace: str, tmp_path: Path) -> None:
         "profiles": 1,
         "identities": 1,
         "events": 3,
+        "memberships": 0,
     }
     code, _, err = orbita("customers", "show", "u1", "-w", workspace)
     assert code == 2

@@ -105,6 +105,7 @@ class Erasure(BaseModel):
     events: int = Field(description="Events removed.")
     identities: int = Field(description="Identities (user and anonymous ids) removed.")
     profiles: int = Field(description="Profiles removed.")
+    memberships: int = Field(description="Segment memberships and lifecycle stage history rows.")
 
 
 class Health(BaseModel):

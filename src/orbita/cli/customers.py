@@ -52,7 +52,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Erase a customer (GDPR): profile, identities and every event."""
+    """Erase a customer (GDPR): profile, identities, every event and segment membership."""
     if not yes:
         typer.confirm(
             f"Erase customer {user_id!r} with all their events? This cannot be undone",
@@ -66,7 +66,7 @@ def delete(
         console().print(
             f"erased customer {report['user_id']} (#{report['customer_id']}): "
             f"{report['profiles']} profile(s), {report['identities']} id(s), "
-            f"{report['events']:,} event(s)",
+            f"{report['events']:,} event(s), {report['memberships']:,} segment membership(s)",
             markup=False,
             highlight=False,
         )

@@ -10,6 +10,7 @@ from orbita.core.errors import NotFoundError
 from orbita.model.customers import CustomerProfile
 from orbita.model.events import StoredEvent
 from orbita.services.identity import ANONYMOUS, USER
+from orbita.services.segments import erase_memberships
 from orbita.services.workspace import Workspace
 from orbita.store.events import EventCursor
 from orbita.store.state import customers, erasures, identities
@@ -39,6 +40,7 @@ class ErasureReport:
     profiles: int
     identities: int
     events: int
+    memberships: int  # segment memberships and lifecycle stage history
 
 
 def get_customer(*, workspace: Workspace, user_id: str, latest: int = 50) -> CustomerView:
@@ -86,6 +88,9 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
         removed_ids = connection.execute(
             delete(identities).where(identities.c.customer_id == customer_id)
         ).rowcount
+        memberships = erase_memberships(
+            connection=connection, customer_id=customer_id, now=workspace.clock.now()
+        )
         removed_profiles = connection.execute(
             delete(customers).where(customers.c.customer_id == customer_id)
         ).rowcount
@@ -95,6 +100,7 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
             profiles=removed_profiles,
             identities=removed_ids,
             events=events,
+            memberships=memberships,
         )
         connection.execute(
             insert(erasures).values(
@@ -103,6 +109,7 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
                     "profiles": report.profiles,
                     "identities": report.identities,
                     "events": report.events,
+                    "memberships": report.memberships,
                 },
                 erased_at=workspace.clock.now(),
             )

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 
 from orbita.core.errors import NotFoundError, UserError
 from orbita.engine.rfm import rfm_expr
@@ -729,3 +729,51 @@ __all__ = [
     "segment_summary",
     "sync_customer_snapshot",
 ]
+
+
+def erase_memberships(*, connection: Connection, customer_id: int, now: datetime) -> int:
+    """Remove a customer from every segment and stage (GDPR erasure), keeping the record's
+    size and checksum true: each segment they were in gets a refresh row without them (an
+    erasure, not an exit: no `Segment Exited` event). Returns the rows removed."""
+    current = [
+        row.segment
+        for row in connection.execute(
+            select(segment_memberships.c.segment).where(
+                segment_memberships.c.customer_id == customer_id,
+                segment_memberships.c.exited_at.is_(None),
+            )
+        )
+    ]
+    current += [
+        _stage_key(row.stage)
+        for row in connection.execute(
+            select(stage_history.c.stage).where(
+                stage_history.c.customer_id == customer_id, stage_history.c.exited_at.is_(None)
+            )
+        )
+    ]
+    for key in current:
+        last = connection.execute(
+            select(segment_refreshes)
+            .where(segment_refreshes.c.segment == key)
+            .order_by(segment_refreshes.c.refresh_id.desc())
+            .limit(1)
+        ).one_or_none()
+        if last is None:
+            continue
+        connection.execute(
+            insert(segment_refreshes).values(
+                segment=key,
+                as_of=last.as_of,
+                size=int(last.size) - 1,
+                entered=0,
+                exited=0,
+                definition_hash=last.definition_hash,
+                checksum=(int(last.checksum) - customer_id) % CHECKSUM_MODULUS,
+                refreshed_at=now,
+            )
+        )
+    return sum(
+        connection.execute(delete(table).where(table.c.customer_id == customer_id)).rowcount
+        for table in (segment_memberships, stage_history)
+    )

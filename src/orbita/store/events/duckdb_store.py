@@ -57,6 +57,7 @@ _CUSTOMER_COLUMNS = (
     "customer_id, user_id, email, phone, telegram_chat_id, timezone, locale, "
     "traits::JSON, created_at, updated_at"
 )
+_DERIVED_TABLES = ("customers", "rfm_cells", "predictions", "segment_members")
 _PID = re.compile(r"PID (\d+)")
 
 
@@ -183,15 +184,18 @@ class DuckDBEventStore:
     def delete_customers(self, *, customer_ids: Sequence[int]) -> int:
         if not customer_ids:
             return 0
+        cur = self._cursor()
         with self._write_lock:
-            row = (
-                self._cursor()
-                .execute(
-                    "DELETE FROM events WHERE customer_id IN (SELECT unnest($ids))",
+            row = cur.execute(
+                "DELETE FROM events WHERE customer_id IN (SELECT unnest($ids))",
+                {"ids": list(customer_ids)},
+            ).fetchall()
+            # Everything derived from the customer goes with their events (GDPR erasure).
+            for table in _DERIVED_TABLES:
+                cur.execute(
+                    f"DELETE FROM {table} WHERE customer_id IN (SELECT unnest($ids))",
                     {"ids": list(customer_ids)},
-                )
-                .fetchall()
-            )
+                ).fetchall()
         return int(row[0][0]) if row else 0
 
     def counts_by_name(self) -> dict[str, int]:

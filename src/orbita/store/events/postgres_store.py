@@ -156,11 +156,17 @@ class PostgresEventStore:
     def delete_customers(self, *, customer_ids: Sequence[int]) -> int:
         if not customer_ids:
             return 0
+        ids = list(customer_ids)
         with self._connection() as conn:
-            cur = conn.execute(
-                "DELETE FROM events WHERE customer_id = ANY(%s)", [list(customer_ids)]
-            )
-            return cur.rowcount
+            removed = conn.execute("DELETE FROM events WHERE customer_id = ANY(%s)", [ids]).rowcount
+            # Everything derived from the customer goes with their events (GDPR erasure); the
+            # customers table is the state store's own when both share a database.
+            for table in ("rfm_cells", "predictions", "segment_members"):
+                conn.execute(f"DELETE FROM {table} WHERE customer_id = ANY(%s)", [ids])
+            copied = conn.execute("SELECT to_regclass('customers') IS NOT NULL").fetchone()
+            if copied and copied[0] and not _shares_state(conn):
+                conn.execute("DELETE FROM customers WHERE customer_id = ANY(%s)", [ids])
+            return removed
 
     def counts_by_name(self) -> dict[str, int]:
         with self._connection() as conn:
@@ -183,9 +189,7 @@ class PostgresEventStore:
 
     def sync_customers(self, customers: pa.Table) -> None:
         with self._connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-            row = cur.fetchone()
-            if row is not None and row[0]:
+            if _shares_state(conn):
                 return  # the state store's own table: already current
             cur.execute(_CUSTOMERS)
             cur.execute("DELETE FROM customers")
@@ -227,3 +231,9 @@ class PostgresEventStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _shares_state(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this database is also the state store (its `customers` is the state's)."""
+    row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,33 @@
+"""GDPR erasure removes the customer and everything derived from them, on both backends."""
+
+from __future__ import annotations
+
+from segment_helpers import day, identify, order, store, strategy
+
+from orbita.services.customers import delete_customer, get_customer
+from orbita.services.segments import refresh_segments
+from orbita.services.workspace import Workspace
+
+BUYERS = strategy(
+    """
+segments:
+  buyers: {event: "Order Completed", count: ">= 1"}
+stages:
+  - {name: customer, segment: buyers}
+"""
+)
+
+
+def test_erasure_takes_memberships_and_stage_history_with_it(workspace: Workspace) -> None:
+    store(workspace, identify("ann"), identify("bob"), order("ann", day(1)), order("bob", day(2)))
+    refresh_segments(workspace=workspace, strategy=BUYERS, as_of=day(3))
+
+    report = delete_customer(workspace=workspace, user_id="ann")
+
+    # Entered "buyers", entered stage "customer", and their Segment Entered event.
+    assert (report.profiles, report.memberships) == (1, 2)
+    assert report.events >= 3
+    after = refresh_segments(workspace=workspace, strategy=BUYERS, as_of=day(4))
+    buyers = next(r for r in after if r.name == "buyers")
+    assert (buyers.size, buyers.exited) == (1, 0)  # only bob; ann did not leave, she is gone
+    assert get_customer(workspace=workspace, user_id="bob").events_count >= 2
