@@ -515,9 +515,8 @@ class _Batch:
 
     def write(self) -> None:
         connection = self.connection
-        if self.new:
-            rows = [self._run_row(self.runs[run_id]) for run_id in sorted(self.new)]
-            connection.execute(insert(journey_runs), [{"run_id": r.pop("rid"), **r} for r in rows])
+        # Updates first: a run ended in this batch frees its place in the one-live-run
+        # index for a run the same batch starts.
         if self.changed:
             # Bind names must differ from column names in an executemany UPDATE.
             rows = [
@@ -533,6 +532,9 @@ class _Batch:
                 .values(values),
                 rows,
             )
+        if self.new:
+            rows = [self._run_row(self.runs[run_id]) for run_id in sorted(self.new)]
+            connection.execute(insert(journey_runs), [{"run_id": r.pop("rid"), **r} for r in rows])
         if self.outbox_rows:
             connection.execute(
                 _insert_or_ignore(connection, outbox, "idempotency_key"),
