@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from orbita.core.errors import UserError
 from orbita.engine.journeys.run import in_holdout
@@ -302,3 +302,30 @@ def test_two_workers_share_due_runs_and_advance_each_once(
     assert len(waits_left) == count and set(waits_left.values()) == {1}
     assert len(keys) == len(set(keys)) == count
     assert claimed_by == Counter({name: r.claimed for name, r in reports.items()})
+
+
+def test_a_batch_that_fails_midway_leaves_nothing_and_runs_again_the_same(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the outbox rows and the steps of a batch: the transaction takes
+    both back, and the next worker queues exactly what one clean pass would have."""
+    journeys = publish(workspace)
+    records = [track(f"c{i}", "Product Added", T0, f"add-{i}") for i in range(40)]
+    ingest(workspace, journeys, records)
+    before = table_counts(workspace)
+
+    def insert_or_die(table: Any) -> Any:
+        if table is journey_steps:
+            raise RuntimeError("worker killed after writing the runs and the outbox")
+        return insert(table)
+
+    monkeypatch.setattr("orbita.services.journeys.insert", insert_or_die)
+    with pytest.raises(RuntimeError):
+        advance_due(workspace=workspace, journeys=journeys, now=T0 + 2 * HOUR, limit=15)
+    monkeypatch.undo()
+    assert table_counts(workspace) == before
+    report = advance_due(workspace=workspace, journeys=journeys, now=T0 + 2 * HOUR, limit=15)
+    assert report.claimed == 40
+    after = table_counts(workspace)
+    assert after["outbox"] == before["outbox"] + 40
+    assert after["journey_steps"] == before["journey_steps"] + 80

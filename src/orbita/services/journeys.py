@@ -77,6 +77,13 @@ from orbita.store.state import (
 SUPPORTED_CONDITIONS = (TraitCondition, SegmentRef, AllOf, AnyOf, Not)
 
 
+# What a run never changes after its insert: left out of updates (binding parameters is
+# most of a batch's write time).
+FIXED_RUN_COLUMNS = frozenset(
+    {"journey", "version", "customer_id", "run_key", "holdout", "entered_at"}
+)
+
+
 # --- values --------------------------------------------------------------------------------
 
 
@@ -520,7 +527,11 @@ class _Batch:
         if self.changed:
             # Bind names must differ from column names in an executemany UPDATE.
             rows = [
-                {f"b_{name}": value for name, value in self._run_row(self.runs[run_id]).items()}
+                {
+                    f"b_{name}": value
+                    for name, value in self._run_row(self.runs[run_id]).items()
+                    if name not in FIXED_RUN_COLUMNS
+                }
                 for run_id in sorted(self.changed)
             ]
             values: dict[str, Any] = {
