@@ -20,10 +20,13 @@ from orbita.model.messages import parse_batch
 from orbita.services.ingest import store_records
 from orbita.services.journeys import (
     AdvanceReport,
+    CustomerEvent,
     EventsReport,
     PublishedJourneys,
     advance_due,
+    enter_from_events,
     handle_events,
+    match_events,
     publish_journeys,
     resolve_customers,
 )
@@ -329,3 +332,31 @@ def test_a_batch_that_fails_midway_leaves_nothing_and_runs_again_the_same(
     after = table_counts(workspace)
     assert after["outbox"] == before["outbox"] + 40
     assert after["journey_steps"] == before["journey_steps"] + 80
+
+
+def test_entries_and_run_events_can_be_played_apart(workspace: Workspace) -> None:
+    """enter_from_events alone still honours the live run (no second run, no error);
+    match_events alone ends it and starts nothing."""
+    journeys = publish(workspace, {**ABANDONED_CART, "entry": "every_time", "holdout": "0%"})
+
+    def customer_events(*records: EventRecord) -> list[CustomerEvent]:
+        store_records(workspace=workspace, records=records)
+        return resolve_customers(workspace=workspace, records=records)
+
+    first = enter_from_events(
+        workspace=workspace,
+        journeys=journeys,
+        events=customer_events(track("u1", "Product Added", T0, "a1")),
+    )
+    second = enter_from_events(
+        workspace=workspace,
+        journeys=journeys,
+        events=customer_events(track("u1", "Product Added", T0 + HOUR / 2, "a2")),
+    )
+    assert (first.entered, second.entered, second.not_entered) == (1, 0, 1)
+    purchase = customer_events(track("u1", "Order Completed", T0 + HOUR / 2, "o1"))
+    ended = match_events(workspace=workspace, journeys=journeys, events=purchase)
+    assert (ended.entered, ended.conversions, ended.ended) == (0, 1, 1)
+    again = customer_events(track("u1", "Product Added", T0 + HOUR, "a3"))
+    assert match_events(workspace=workspace, journeys=journeys, events=again).entered == 0
+    assert enter_from_events(workspace=workspace, journeys=journeys, events=again).entered == 1

@@ -268,27 +268,48 @@ def resolve_customers(
 
 
 class _Profiles:
-    """Profiles and segment memberships of a batch's customers, loaded once per batch."""
+    """Profiles and segment memberships of a batch's customers: loaded once per batch, and
+    only when a decision asks (a wait followed by a send needs neither)."""
 
     def __init__(self, connection: Connection, customer_ids: Iterable[int], segments: set[str]):
-        ids = sorted(set(customer_ids))
-        self.rows: dict[int, dict[str, Any]] = {}
-        self.members: set[tuple[str, int]] = set()
-        if not ids:
-            return
-        for row in connection.execute(select(customers).where(customers.c.customer_id.in_(ids))):
-            self.rows[row.customer_id] = {**row._asdict(), "traits": dict(row.traits or {})}
-        if segments:
-            self.members = {
-                (segment, int(customer_id))
-                for segment, customer_id in connection.execute(
-                    select(segment_memberships.c.segment, segment_memberships.c.customer_id).where(
-                        segment_memberships.c.customer_id.in_(ids),
-                        segment_memberships.c.segment.in_(sorted(segments)),
-                        segment_memberships.c.exited_at.is_(None),
+        self._connection = connection
+        self._ids = sorted(set(customer_ids))
+        self._segments = sorted(segments)
+        self._rows: dict[int, dict[str, Any]] | None = None
+        self._members: set[tuple[str, int]] | None = None
+
+    @property
+    def rows(self) -> dict[int, dict[str, Any]]:
+        if self._rows is None:
+            self._rows = {}
+            if self._ids:
+                for row in self._connection.execute(
+                    select(customers).where(customers.c.customer_id.in_(self._ids))
+                ):
+                    self._rows[row.customer_id] = {
+                        **row._asdict(),
+                        "traits": dict(row.traits or {}),
+                    }
+        return self._rows
+
+    @property
+    def members(self) -> set[tuple[str, int]]:
+        if self._members is None:
+            self._members = set()
+            if self._ids and self._segments:
+                self._members = {
+                    (segment, int(customer_id))
+                    for segment, customer_id in self._connection.execute(
+                        select(
+                            segment_memberships.c.segment, segment_memberships.c.customer_id
+                        ).where(
+                            segment_memberships.c.customer_id.in_(self._ids),
+                            segment_memberships.c.segment.in_(self._segments),
+                            segment_memberships.c.exited_at.is_(None),
+                        )
                     )
-                )
-            }
+                }
+        return self._members
 
 
 @dataclass
@@ -640,19 +661,19 @@ def handle_events(
         _begin_write(connection)
         batch = _Batch(connection=connection, journeys=journeys)
         by_customer: dict[int, list[str]] = defaultdict(list)
-        if match:
-            # Live runs, and ended ones whose goal window is still open (late conversions).
-            query = select(journey_runs.c.state).where(
-                journey_runs.c.customer_id.in_(customer_ids),
-                (journey_runs.c.status.in_(RUN_LIVE)) | (journey_runs.c.goal_until >= first),
-            )
-            if _is_postgres(connection):
-                # Wait for a worker holding one of these runs: its step commits first.
-                query = query.with_for_update()
-            for (data,) in connection.execute(query):
-                state = RunState.from_json(data)
-                batch.load(state)
-                by_customer[state.customer_id].append(state.run_id)
+        # Always loaded, also to only enter: entry rules need the live runs' keys.
+        # Live runs, and ended ones whose goal window is still open (late conversions).
+        query = select(journey_runs.c.state).where(
+            journey_runs.c.customer_id.in_(customer_ids),
+            (journey_runs.c.status.in_(RUN_LIVE)) | (journey_runs.c.goal_until >= first),
+        )
+        if _is_postgres(connection):
+            # Wait for a worker holding one of these runs: its step commits first.
+            query = query.with_for_update()
+        for (data,) in connection.execute(query):
+            state = RunState.from_json(data)
+            batch.load(state)
+            by_customer[state.customer_id].append(state.run_id)
         matches: dict[int, list[str]] = defaultdict(list)
         if enter_runs:
             records = [e.record for e in ordered]
@@ -664,7 +685,7 @@ def handle_events(
         touched: set[str] = set()
         for item in ordered:
             now = item.record.timestamp
-            for run_id in list(by_customer.get(item.customer_id, ())):
+            for run_id in list(by_customer.get(item.customer_id, ())) if match else ():
                 state = batch.runs[run_id]
                 journey = batch.journey_of(state)
                 if journey is None:
