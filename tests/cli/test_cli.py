@@ -122,6 +122,7 @@ def test_import_show_and_delete(workspace: str, tmp_path: Path) -> None:
         "identities": 1,
         "events": 3,
         "memberships": 0,
+        "journey_rows": 0,
     }
     code, _, err = orbita("customers", "show", "u1", "-w", workspace)
     assert code == 2

@@ -31,3 +31,29 @@ def test_erasure_takes_memberships_and_stage_history_with_it(workspace: Workspac
     buyers = next(r for r in after if r.name == "buyers")
     assert (buyers.size, buyers.exited) == (1, 0)  # only bob; ann did not leave, she is gone
     assert get_customer(workspace=workspace, user_id="bob").events_count >= 2
+
+
+def test_erasure_takes_journey_runs_steps_and_outbox_with_it(workspace: Workspace) -> None:
+    from test_journeys_durable import HOUR, T0, ingest, publish, table_counts, track
+
+    from orbita.services.journeys import advance_due
+
+    journeys = publish(workspace)
+    ingest(
+        workspace,
+        journeys,
+        [
+            track("ann", "Product Added", T0, "add-ann", cart_id="a"),
+            track("bob", "Product Added", T0, "add-bob", cart_id="b"),
+        ],
+    )
+    advance_due(workspace=workspace, journeys=journeys, now=T0 + 2 * HOUR)
+    before = table_counts(workspace)
+
+    report = delete_customer(workspace=workspace, user_id="ann")
+
+    after = table_counts(workspace)
+    removed = {name: before[name] - after[name] for name in before}
+    assert removed["journey_runs"] == 1 and removed["outbox"] == 1
+    assert report.journey_rows == sum(removed.values())
+    assert after["journey_runs"] == 1  # bob's run is untouched

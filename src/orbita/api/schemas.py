@@ -106,6 +106,7 @@ class Erasure(BaseModel):
     identities: int = Field(description="Identities (user and anonymous ids) removed.")
     profiles: int = Field(description="Profiles removed.")
     memberships: int = Field(description="Segment memberships and lifecycle stage history rows.")
+    journey_rows: int = Field(description="Journey runs, steps, conversions and outbox messages.")
 
 
 class Health(BaseModel):

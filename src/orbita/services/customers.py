@@ -13,7 +13,15 @@ from orbita.services.identity import ANONYMOUS, USER
 from orbita.services.segments import erase_memberships
 from orbita.services.workspace import Workspace
 from orbita.store.events import EventCursor
-from orbita.store.state import customers, erasures, identities
+from orbita.store.state import (
+    customers,
+    erasures,
+    identities,
+    journey_conversions,
+    journey_runs,
+    journey_steps,
+    outbox,
+)
 
 MAX_PAGE = 1_000
 
@@ -41,6 +49,7 @@ class ErasureReport:
     identities: int
     events: int
     memberships: int  # segment memberships and lifecycle stage history
+    journey_rows: int  # journey runs, their steps, conversions and outbox messages
 
 
 def get_customer(*, workspace: Workspace, user_id: str, latest: int = 50) -> CustomerView:
@@ -91,6 +100,7 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
         memberships = erase_memberships(
             connection=connection, customer_id=customer_id, now=workspace.clock.now()
         )
+        journey_rows = _erase_journeys(connection, customer_id)
         removed_profiles = connection.execute(
             delete(customers).where(customers.c.customer_id == customer_id)
         ).rowcount
@@ -101,6 +111,7 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
             identities=removed_ids,
             events=events,
             memberships=memberships,
+            journey_rows=journey_rows,
         )
         connection.execute(
             insert(erasures).values(
@@ -110,11 +121,24 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
                     "identities": report.identities,
                     "events": report.events,
                     "memberships": report.memberships,
+                    "journey_rows": report.journey_rows,
                 },
                 erased_at=workspace.clock.now(),
             )
         )
     return report
+
+
+def _erase_journeys(connection: Connection, customer_id: int) -> int:
+    runs = select(journey_runs.c.run_id).where(journey_runs.c.customer_id == customer_id)
+    removed = connection.execute(
+        delete(journey_steps).where(journey_steps.c.run_id.in_(runs))
+    ).rowcount
+    for table in (outbox, journey_conversions, journey_runs):
+        removed += connection.execute(
+            delete(table).where(table.c.customer_id == customer_id)
+        ).rowcount
+    return int(removed)
 
 
 def count_customers(*, workspace: Workspace) -> int:
