@@ -147,3 +147,39 @@ segments:
     strategy = parse_strategy(text, source="s.yaml")
     assert strategy.rfm.table()[(5, 1, 1)] == "recent"
     assert strategy.rfm.window.days == 180
+
+
+JOURNEY_STRATEGY = """workspace: clothing-store
+journeys:
+  abandoned_cart:
+    trigger: {event: "Product Added"}
+    entry: {cooldown: 7d}
+    exit_on: [{event: "Order Completed"}]
+    goal: {event: "Order Completed", within: 7d}
+    holdout: 10%
+    steps:
+      - wait: 1h
+      - send: cart_reminder
+      - wait_for: {event: "Email Clicked", timeout: 2d, on_timeout: sms_nudge}
+      - {id: sms_nudge, send: cart_sms}
+"""
+
+
+def test_journeys_are_part_of_the_strategy_with_their_lines() -> None:
+    strategy = parse_strategy(JOURNEY_STRATEGY, source="strategy.yaml")
+    journey = strategy.journeys["abandoned_cart"]
+    assert journey.holdout == 0.1 and len(journey.steps) == 4
+
+    with pytest.raises(InvalidInputError) as raised:
+        parse_strategy(
+            JOURNEY_STRATEGY.replace("cooldown: 7d", "cooldown: 7"), source="strategy.yaml"
+        )
+    [problem] = raised.value.problems
+    assert (problem.line, problem.field) == (5, "journeys.abandoned_cart.entry.cooldown")
+    assert "no unit" in problem.message
+
+    with pytest.raises(InvalidInputError) as raised:
+        parse_strategy(JOURNEY_STRATEGY.replace("id: sms_nudge", "id: sms"), source="strategy.yaml")
+    [problem] = raised.value.problems
+    assert problem.line == 3
+    assert "no step has the id 'sms_nudge'" in problem.message

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from orbita.core.errors import FieldProblem, InvalidInputError
+from orbita.model.journeys import Journey
 from orbita.model.rfm import RfmConfig
 from orbita.model.segments import (
     ComputedTrait,
@@ -76,6 +77,7 @@ class Strategy(BaseModel):
     computed_traits: dict[str, ComputedTrait] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
+    journeys: dict[str, Journey] = Field(default_factory=dict)
 
     # Where each part was written (None for a strategy built in code).
     _source: YamlSource | None = PrivateAttr(default=None)
