@@ -3,17 +3,27 @@ plain-Python reference evaluator, over the same generated data."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import ibis
+import pyarrow as pa
 import pytest
 from segment_cases import CASES, COMPUTED_TRAITS, NAMED_SEGMENTS
-from segment_data import AS_OF, SegmentData, load
+from segment_data import AS_OF, SegmentData, _customers_arrow, _events_arrow, load
 
 from orbita.engine.segments.compile import compile_segment
 from orbita.engine.segments.reference import evaluate
-from orbita.engine.segments.tables import Dialect, segment_tables
+from orbita.engine.segments.tables import (
+    PREDICTIONS_SCHEMA,
+    RFM_CELLS_SCHEMA,
+    Dialect,
+    segment_tables,
+)
 from orbita.model.segments import Segment
 
 # 27 February reaches 28 February in a year without 29 February: those birthdays count.
@@ -130,9 +140,166 @@ def _postgres(url: str) -> Any:
     )
 
 
-def test_pyspark_local_mode_members_equal_reference() -> None:
-    """Wanted: a representative segment on Spark local mode (Java 17 is installed)."""
-    pytest.importorskip(
-        "pyspark", reason="pyspark is not installed (a heavy dependency: ask first)"
+# Spark keeps JSON as text and SparkJson reads a key with get_json_object, which returns a
+# JSON string "150" and the number 150 alike as the text '150': a number read then counts the
+# string too, where the reference (and DuckDB, PostgreSQL) read it as NULL. The seeded data
+# holds such strings in `price` and `revenue`, so these cases select extra customers (or, for
+# "< 100" sums and averages, fewer). Not a limit of Spark: `from_json(doc, 'struct<k: double>')`
+# returns NULL for the string and the number for 150; the fix belongs in json_access.py.
+SPARK_NUMBER_TEXT = frozenset(
+    {
+        "aov_100_200",
+        "avg_order_over_200",
+        "cheap_view",
+        "cheap_viewer",
+        "expensive_view_30d",
+        "last_order_big",
+        "revenue_60d_under_100",
+        "revenue_over_500",
+        "revenue_over_600",
+        "viewed_expensive",
+        "viewed_price_range",
+    }
+)
+# Not ours: pyspark 4.0 converting results through pandas 3, and py4j's sockets.
+SPARK_WARNINGS = (
+    "ignore:The copy keyword is deprecated",
+    "ignore:unclosed <socket.socket:ResourceWarning",
+)
+SPARK_CASES = [
+    pytest.param(
+        name,
+        marks=pytest.mark.xfail(
+            strict=True,
+            raises=AssertionError,
+            reason="SparkJson.number reads a JSON string holding digits as a number "
+            "(get_json_object returns text): see SPARK_NUMBER_TEXT",
+        ),
     )
-    pytest.fail("write this test once pyspark is a dev dependency")
+    if name in SPARK_NUMBER_TEXT
+    else name
+    for name in sorted(CASES)
+]
+
+
+@pytest.fixture(scope="session")
+def spark_segments(
+    segment_data: SegmentData, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """A local Spark (one core, JVM started once) holding the seeded tables as temp views,
+    JSON as text, behind an Ibis connection."""
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        reason = "Spark local mode needs Java (17): no `java` on PATH and no JAVA_HOME"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("orbita-segment-tests")
+        .config("spark.sql.shuffle.partitions", "1")
+        .config("spark.default.parallelism", "1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("spark-warehouse")))
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        tables = {
+            "events": _events_arrow(segment_data),
+            "customers": _customers_arrow(segment_data),
+            "rfm_cells": pa.Table.from_pylist(
+                segment_data.rfm_cells, schema=pa.schema(_arrow_fields(RFM_CELLS_SCHEMA))
+            ),
+            "predictions": pa.Table.from_pylist(
+                segment_data.predictions, schema=pa.schema(_arrow_fields(PREDICTIONS_SCHEMA))
+            ),
+        }
+        for name, table in tables.items():
+            session.createDataFrame(table).createOrReplaceTempView(name)
+        session.table("events").createOrReplaceTempView("events_as_seeded")
+        numbers_only = _events_arrow(_numbers_as_numbers(segment_data))
+        session.createDataFrame(numbers_only).createOrReplaceTempView("events_numbers_only")
+        yield ibis.pyspark.connect(session)
+    finally:
+        session.stop()
+
+
+def _numbers_as_numbers(data: SegmentData) -> SegmentData:
+    """The seeded data with every `price` and `revenue` held as a JSON number."""
+
+    def fixed(properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: float(value) if key in ("price", "revenue") and isinstance(value, str) else value
+            for key, value in properties.items()
+        }
+
+    events = [{**event, "properties": fixed(event["properties"])} for event in data.events]
+    return replace(data, events=events)
+
+
+def _arrow_fields(schema: dict[str, str]) -> list[tuple[str, pa.DataType]]:
+    types = {"int64": pa.int64(), "string": pa.string(), "float64": pa.float64()}
+    return [(column, types[kind]) for column, kind in schema.items()]
+
+
+@pytest.mark.filterwarnings(*SPARK_WARNINGS)
+def test_spark_holds_the_seeded_tables_as_loaded(
+    spark_segments: Any, segment_data: SegmentData
+) -> None:
+    """Nulls stay nulls and instants stay the same instants on the way into Spark."""
+    session = spark_segments._session
+    for name, table in (
+        ("events", _events_arrow(segment_data)),
+        ("customers", _customers_arrow(segment_data)),
+    ):
+        counts = ", ".join(f"count(`{column}`)" for column in table.column_names)
+        row = session.sql(f"SELECT {counts} FROM {name}").first()
+        assert row is not None
+        assert list(row) == [len(column) - column.null_count for column in table.columns]
+    first = session.sql("SELECT unix_micros(min(timestamp)) FROM events").first()
+    assert first is not None
+    earliest = min(event["timestamp"] for event in segment_data.events)
+    assert first[0] == int(earliest.timestamp() * 1_000_000)
+
+
+@pytest.mark.filterwarnings(*SPARK_WARNINGS)
+@pytest.mark.parametrize("name", SPARK_CASES)
+def test_pyspark_local_mode_members_equal_reference(
+    name: str, spark_segments: Any, segment_data: SegmentData
+) -> None:
+    """Every case on Spark local mode, at one as_of, against the reference evaluator."""
+    segment = CASES[name]
+    want = expected(segment_data, segment, as_of=AS_OF)
+    got = members_on(spark_segments, segment, as_of=AS_OF, dialect="pyspark")
+    assert got == want, (
+        f"{name}: only on Spark {sorted(got - want)[:10]}, "
+        f"only in the reference {sorted(want - got)[:10]}"
+    )
+
+
+@pytest.mark.filterwarnings(*SPARK_WARNINGS)
+@pytest.mark.parametrize("name", sorted(SPARK_NUMBER_TEXT))
+def test_pyspark_number_cases_agree_once_numbers_are_numbers(
+    name: str, spark_segments: Any, segment_data: SegmentData
+) -> None:
+    """The xfails above come from the string-held numbers alone: with every price and
+    revenue a JSON number, Spark's filters, sums, averages, minima and maxima agree."""
+    session = spark_segments._session
+    data = _numbers_as_numbers(segment_data)
+    segment = CASES[name]
+    session.table("events_numbers_only").createOrReplaceTempView("events")
+    try:
+        got = members_on(spark_segments, segment, as_of=AS_OF, dialect="pyspark")
+    finally:
+        session.table("events_as_seeded").createOrReplaceTempView("events")
+    want = expected(data, segment, as_of=AS_OF)
+    assert got == want, (
+        f"{name}: only on Spark {sorted(got - want)[:10]}, "
+        f"only in the reference {sorted(want - got)[:10]}"
+    )
