@@ -156,8 +156,24 @@ def _store(
     keys: Sequence[str],
     resolver: IdentityResolver | None,
 ) -> set[str]:
+    resolved = _resolve(workspace=workspace, events=events, resolver=resolver)
+    return _write(workspace=workspace, resolved=resolved, keys=keys)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """A batch whose customers are known: what remains is to write it."""
+
+    events: PreparedEvents
+    customer_ids: list[int]
+    moves: dict[int, int]  # merged customer → the one it now is
+
+
+def _resolve(
+    *, workspace: Workspace, events: PreparedEvents, resolver: IdentityResolver | None
+) -> _Resolved:
     if not len(events):
-        return set()
+        return _Resolved(events=events, customer_ids=[], moves={})
     resolver = resolver or IdentityResolver()
     try:
         with workspace.state.begin() as connection:
@@ -165,9 +181,17 @@ def _store(
     except BaseException:
         resolver.forget()  # the cache may name customers the rollback removed
         raise
+    moves = {source: follow_merges(merges, source) for source in merges}
+    return _Resolved(events=events, customer_ids=customer_ids, moves=moves)
+
+
+def _write(*, workspace: Workspace, resolved: _Resolved, keys: Sequence[str]) -> set[str]:
+    events, customer_ids = resolved.events, resolved.customer_ids
+    if not len(events):
+        return set()
     # Merged profiles' events follow them: one statement for the whole write (each is a
     # scan of the events table, so never one per merge).
-    workspace.events.reassign(moves={source: follow_merges(merges, source) for source in merges})
+    workspace.events.reassign(moves=resolved.moves)
     table = events.table.drop_columns(["previous_id"]).add_column(
         2, "customer_id", pa.array(customer_ids, pa.int64())
     )
@@ -292,26 +316,45 @@ class _Exclusive:
     done: Future[object]
 
 
+@dataclass(slots=True)
+class _Write:
+    jobs: list[_Job]
+    keys: list[str]
+    resolved: _Resolved
+
+
 class Ingestor:
-    """Group commit in front of `store_records`: one writer thread, many waiting requests."""
+    """Group commit in front of `store_records`, in two stages of one thread each.
+
+    The first coalesces waiting requests and resolves their customers; the second writes
+    the events. The event store works without the GIL, so the next batch is resolved while
+    this one is written; a stage waits for the other rather than run ahead, which keeps
+    writes large when requests pile up and keeps them in arrival order.
+    """
 
     def __init__(self, *, workspace: Workspace, max_batch_events: int = 20_000) -> None:
         self._workspace = workspace
         self._max = max_batch_events
         self._queue: queue.SimpleQueue[_Job | _Exclusive | None] = queue.SimpleQueue()
+        self._writes: queue.Queue[_Write | _Exclusive | None] = queue.Queue(maxsize=1)
         self._resolver = IdentityResolver()
         self._thread = threading.Thread(target=self._run, name="orbita-ingest", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="orbita-ingest-writer", daemon=True
+        )
         self._started = False
 
     def start(self) -> None:
         if not self._started:
             self._started = True
+            self._writer.start()
             self._thread.start()
 
     def close(self) -> None:
         if self._started:
             self._queue.put(None)
             self._thread.join()
+            self._writer.join()
             self._started = False
 
     def exclusive(self, work: Callable[[], T]) -> T:
@@ -347,9 +390,14 @@ class Ingestor:
             first = pending or self._queue.get()
             pending = None
             if first is None:
-                return
+                break
             if isinstance(first, _Exclusive):
-                self._run_exclusive(first)
+                # Run by the writer once every earlier write is done; nothing is resolved
+                # meanwhile, and the cached ids are dropped after it.
+                self._writes.put(first)
+                with contextlib.suppress(BaseException):
+                    first.done.result()
+                self._resolver.forget()
                 continue
             jobs, size = [first], len(first.events)
             while size < self._max:
@@ -365,23 +413,33 @@ class Ingestor:
                     break
                 jobs.append(job)
                 size += len(job.events)
-            self._commit(jobs)
+            self._resolve(jobs)
+        self._writes.put(None)
 
-    def _run_exclusive(self, task: _Exclusive) -> None:
-        try:
-            task.done.set_result(task.work())
-        except BaseException as error:
-            task.done.set_exception(error)
-        finally:
-            self._resolver.forget()
-
-    def _commit(self, jobs: list[_Job]) -> None:
+    def _resolve(self, jobs: list[_Job]) -> None:
         events = PreparedEvents.concat([job.events for job in jobs])
-        keys = events.message_ids()
         try:
-            stored = _store(
-                workspace=self._workspace, events=events, keys=keys, resolver=self._resolver
-            )
+            resolved = _resolve(workspace=self._workspace, events=events, resolver=self._resolver)
+        except BaseException as error:
+            for job in jobs:
+                job.done.set_exception(error)
+            return
+        self._writes.put(_Write(jobs=jobs, keys=events.message_ids(), resolved=resolved))
+
+    def _write_loop(self) -> None:
+        while (item := self._writes.get()) is not None:
+            if isinstance(item, _Exclusive):
+                try:
+                    item.done.set_result(item.work())
+                except BaseException as error:
+                    item.done.set_exception(error)
+            else:
+                self._commit(item)
+
+    def _commit(self, write: _Write) -> None:
+        jobs, keys = write.jobs, write.keys
+        try:
+            stored = _write(workspace=self._workspace, resolved=write.resolved, keys=keys)
         except BaseException as error:
             for job in jobs:
                 job.done.set_exception(error)
