@@ -56,6 +56,7 @@ from pydantic import (
 
 from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.model.durations import Duration, Percentage
+from orbita.model.graphs import cycles_in
 from orbita.model.segments import Condition, MessageType
 from orbita.model.triggers import EventPattern, Names, TimeOfDay, Trigger, Where
 
@@ -561,7 +562,7 @@ def _shape_problems(graph: JourneyGraph) -> list[FieldProblem]:
         for node in graph.nodes.values()
         if not isinstance(node.step, WAITING_STEPS)
     }
-    for cycle in _cycles(instant):
+    for cycle in cycles_in(instant):
         labels = " -> ".join(graph.nodes[n].label() for n in cycle)
         problems.append(
             FieldProblem(
@@ -571,30 +572,6 @@ def _shape_problems(graph: JourneyGraph) -> list[FieldProblem]:
             )
         )
     return problems
-
-
-def _cycles(edges: Mapping[str, list[str]]) -> list[list[str]]:
-    state: dict[str, int] = {}
-    path: list[str] = []
-    cycles: list[list[str]] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        path.append(name)
-        for target in edges.get(name, []):
-            if target not in edges:
-                continue
-            if state.get(target) == 1:
-                cycles.append([*path[path.index(target) :], target])
-            elif target not in state:
-                visit(target)
-        path.pop()
-        state[name] = 2
-
-    for name in sorted(edges):
-        if name not in state:
-            visit(name)
-    return cycles
 
 
 def graph_problems(journey: Journey) -> list[FieldProblem]:

@@ -62,6 +62,7 @@ from pydantic import (
 
 from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.model.durations import Duration, parse_duration
+from orbita.model.graphs import cycles_in
 
 # --- value tests ---------------------------------------------------------------------------
 
@@ -833,29 +834,8 @@ def check_references(
 
 
 def find_cycles(segments: Mapping[str, Segment]) -> list[list[str]]:
-    """Each cycle once, as the path that closes it (`[a, b, a]`), in a stable order."""
-    edges = {name: referenced_segments(seg.condition) for name, seg in segments.items()}
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-    cycles: list[list[str]] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        path.append(name)
-        for target in edges.get(name, []):
-            if target not in edges:
-                continue  # unknown: reported separately
-            if state.get(target) == 1:
-                cycles.append([*path[path.index(target) :], target])
-            elif target not in state:
-                visit(target)
-        path.pop()
-        state[name] = 2
-
-    for name in sorted(edges):
-        if name not in state:
-            visit(name)
-    return cycles
+    """Each cycle of segment references once, as the path that closes it (`[a, b, a]`)."""
+    return cycles_in({name: referenced_segments(seg.condition) for name, seg in segments.items()})
 
 
 def dependency_order(segments: Mapping[str, Segment]) -> list[str]:
