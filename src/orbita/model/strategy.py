@@ -8,7 +8,6 @@ in words a marketer reads: unknown key, wrong type, unknown segment, cycle `a ->
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
@@ -24,6 +23,7 @@ from pydantic import (
 )
 
 from orbita.core.errors import FieldProblem, InvalidInputError
+from orbita.core.zones import check_time_zone
 from orbita.model.journeys import Journey
 from orbita.model.rfm import RfmConfig
 from orbita.model.segments import (
@@ -85,13 +85,7 @@ class Strategy(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}: use an IANA name such as Europe/Kyiv or UTC"
-            ) from None
-        return value
+        return check_time_zone(value)
 
     @property
     def source(self) -> YamlSource | None:

@@ -17,7 +17,6 @@ as in segments, and `correlate`: properties whose values must equal the trigger 
 from __future__ import annotations
 
 import re
-import zoneinfo
 from collections.abc import Mapping
 from datetime import time, timedelta
 from typing import Annotated, Any, Literal
@@ -32,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from orbita.core.zones import check_time_zone
 from orbita.model.durations import Duration
 from orbita.model.segments import MessageType, PropertyTest, _where_list
 
@@ -131,16 +131,6 @@ def check_cron(expression: str) -> str:
     return expression
 
 
-def check_zone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r}: use an IANA name such as Europe/Kyiv or UTC"
-        ) from None
-    return value
-
-
 class ScheduleTrigger(BaseModel):
     """At each cron time, every member of `segment` (everyone when absent) enters.
 
@@ -158,7 +148,7 @@ class ScheduleTrigger(BaseModel):
     @model_validator(mode="after")
     def _zone(self) -> ScheduleTrigger:
         if self.timezone not in ("workspace", "customer"):
-            check_zone(self.timezone)
+            check_time_zone(self.timezone)
         return self
 
 

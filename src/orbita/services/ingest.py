@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import queue
 import threading
-import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,6 +25,7 @@ from typing import Any, TypeVar, cast
 import pyarrow as pa
 from sqlalchemy import Connection, bindparam, select, update
 
+from orbita.core.zones import is_time_zone
 from orbita.model.customers import PROFILE_TRAITS
 from orbita.model.events import EventRecord
 from orbita.model.messages import parse_batch_json
@@ -255,7 +255,7 @@ def _profile_fields(record: EventRecord) -> dict[str, Any]:
     for column in ("timezone", "locale"):
         if column not in fields and isinstance(record.context.get(column), str):
             fields[column] = record.context[column]
-    if "timezone" in fields and not _is_time_zone(fields["timezone"]):
+    if "timezone" in fields and not is_time_zone(fields["timezone"]):
         del fields["timezone"]  # kept as a trait, but never used to schedule a send
     created = record.properties.get("createdAt") or record.properties.get("created_at")
     if isinstance(created, str):
@@ -264,14 +264,6 @@ def _profile_fields(record: EventRecord) -> dict[str, Any]:
             if parsed.tzinfo is not None:
                 fields["created_at"] = parsed
     return fields
-
-
-def _is_time_zone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 class BatchPreparer:
