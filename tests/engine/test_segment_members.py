@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -140,46 +139,11 @@ def _postgres(url: str) -> Any:
     )
 
 
-# Spark keeps JSON as text and SparkJson reads a key with get_json_object, which returns a
-# JSON string "150" and the number 150 alike as the text '150': a number read then counts the
-# string too, where the reference (and DuckDB, PostgreSQL) read it as NULL. The seeded data
-# holds such strings in `price` and `revenue`, so these cases select extra customers (or, for
-# "< 100" sums and averages, fewer). Not a limit of Spark: `from_json(doc, 'struct<k: double>')`
-# returns NULL for the string and the number for 150; the fix belongs in json_access.py.
-SPARK_NUMBER_TEXT = frozenset(
-    {
-        "aov_100_200",
-        "avg_order_over_200",
-        "cheap_view",
-        "cheap_viewer",
-        "expensive_view_30d",
-        "last_order_big",
-        "revenue_60d_under_100",
-        "revenue_over_500",
-        "revenue_over_600",
-        "viewed_expensive",
-        "viewed_price_range",
-    }
-)
 # Not ours: pyspark 4.0 converting results through pandas 3, and py4j's sockets.
 SPARK_WARNINGS = (
     "ignore:The copy keyword is deprecated",
     "ignore:unclosed <socket.socket:ResourceWarning",
 )
-SPARK_CASES = [
-    pytest.param(
-        name,
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="SparkJson.number reads a JSON string holding digits as a number "
-            "(get_json_object returns text): see SPARK_NUMBER_TEXT",
-        ),
-    )
-    if name in SPARK_NUMBER_TEXT
-    else name
-    for name in sorted(CASES)
-]
 
 
 @pytest.fixture(scope="session")
@@ -222,25 +186,9 @@ def spark_segments(
         }
         for name, table in tables.items():
             session.createDataFrame(table).createOrReplaceTempView(name)
-        session.table("events").createOrReplaceTempView("events_as_seeded")
-        numbers_only = _events_arrow(_numbers_as_numbers(segment_data))
-        session.createDataFrame(numbers_only).createOrReplaceTempView("events_numbers_only")
         yield ibis.pyspark.connect(session)
     finally:
         session.stop()
-
-
-def _numbers_as_numbers(data: SegmentData) -> SegmentData:
-    """The seeded data with every `price` and `revenue` held as a JSON number."""
-
-    def fixed(properties: dict[str, Any]) -> dict[str, Any]:
-        return {
-            key: float(value) if key in ("price", "revenue") and isinstance(value, str) else value
-            for key, value in properties.items()
-        }
-
-    events = [{**event, "properties": fixed(event["properties"])} for event in data.events]
-    return replace(data, events=events)
 
 
 def _arrow_fields(schema: dict[str, str]) -> list[tuple[str, pa.DataType]]:
@@ -269,36 +217,18 @@ def test_spark_holds_the_seeded_tables_as_loaded(
 
 
 @pytest.mark.filterwarnings(*SPARK_WARNINGS)
-@pytest.mark.parametrize("name", SPARK_CASES)
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_pyspark_local_mode_members_equal_reference(
     name: str, spark_segments: Any, segment_data: SegmentData
 ) -> None:
-    """Every case on Spark local mode, at one as_of, against the reference evaluator."""
+    """Every case on Spark local mode, at one as_of, against the reference evaluator.
+
+    The seeded data holds numbers written as JSON text ("150") in `price` and `revenue`:
+    they must not count as numbers on Spark either (SparkJson reads them with a typed
+    from_json)."""
     segment = CASES[name]
     want = expected(segment_data, segment, as_of=AS_OF)
     got = members_on(spark_segments, segment, as_of=AS_OF, dialect="pyspark")
-    assert got == want, (
-        f"{name}: only on Spark {sorted(got - want)[:10]}, "
-        f"only in the reference {sorted(want - got)[:10]}"
-    )
-
-
-@pytest.mark.filterwarnings(*SPARK_WARNINGS)
-@pytest.mark.parametrize("name", sorted(SPARK_NUMBER_TEXT))
-def test_pyspark_number_cases_agree_once_numbers_are_numbers(
-    name: str, spark_segments: Any, segment_data: SegmentData
-) -> None:
-    """The xfails above come from the string-held numbers alone: with every price and
-    revenue a JSON number, Spark's filters, sums, averages, minima and maxima agree."""
-    session = spark_segments._session
-    data = _numbers_as_numbers(segment_data)
-    segment = CASES[name]
-    session.table("events_numbers_only").createOrReplaceTempView("events")
-    try:
-        got = members_on(spark_segments, segment, as_of=AS_OF, dialect="pyspark")
-    finally:
-        session.table("events_as_seeded").createOrReplaceTempView("events")
-    want = expected(data, segment, as_of=AS_OF)
     assert got == want, (
         f"{name}: only on Spark {sorted(got - want)[:10]}, "
         f"only in the reference {sorted(want - got)[:10]}"

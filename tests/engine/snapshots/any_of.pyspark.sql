@@ -8,11 +8,7 @@ FROM (
       *
     FROM `customers` AS `t1`
     WHERE
-      IF(
-        GET_JSON_OBJECT(`t1`.`traits`, '$.vip') IN ('true', 'false'),
-        GET_JSON_OBJECT(`t1`.`traits`, '$.vip') = 'true',
-        NULL
-      ) = TRUE
+      FROM_JSON(`t1`.`traits`, 'struct<`vip`: boolean>').`vip` = TRUE
   ) AS `t3`
 ) AS `t4`
 UNION

@@ -3,7 +3,7 @@ SELECT
 FROM (
   SELECT
     `t1`.`customer_id`,
-    COALESCE(SUM(TRY_CAST(GET_JSON_OBJECT(`t1`.`properties`, '$.revenue') AS DOUBLE)), 0) AS `value`
+    COALESCE(SUM(FROM_JSON(`t1`.`properties`, 'struct<`revenue`: double>').`revenue`), 0) AS `value`
   FROM (
     SELECT
       *

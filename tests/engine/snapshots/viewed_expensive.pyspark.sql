@@ -8,5 +8,5 @@ FROM (
     `t0`.`type` = 'track'
     AND `t0`.`name` = 'Product Viewed'
     AND `t0`.`timestamp` <= CAST('2026-03-01T12:00:00+00:00' AS TIMESTAMP)
-    AND TRY_CAST(GET_JSON_OBJECT(`t0`.`properties`, '$.price') AS DOUBLE) >= 150
+    AND FROM_JSON(`t0`.`properties`, 'struct<`price`: double>').`price` >= 150
 ) AS `t1`

@@ -4,7 +4,8 @@ Typed means a value of another JSON type reads as NULL: `{price: {gte: 50}}` nev
 the text "50". DuckDB and PostgreSQL use Ibis' JSON operations; ClickHouse and Spark keep
 JSON as text, and Ibis has no portable rule for them (ClickHouse: none at all; Spark: a
 Python UDF), so they get their native functions as Ibis builtins. Spark's
-`get_json_object` cannot tell a number from its text: there a number compares as text.
+`get_json_object` cannot tell a number from its text, so numbers and booleans are read with
+a typed `from_json`; a text test on Spark still matches a number written as the same text.
 """
 
 from __future__ import annotations
@@ -177,14 +178,26 @@ class SparkJson:
         return _spark_get(doc, self._path(key))
 
     def number(self, doc: Any, key: str) -> Any:
-        return _spark_get(doc, self._path(key)).try_cast("float64")
+        # from_json with a typed struct keeps the JSON type: "150" (text) reads as NULL.
+        return _spark_typed(doc, key, dt.float64, "double")
 
     def boolean(self, doc: Any, key: str) -> Any:
-        value = _spark_get(doc, self._path(key))
-        return ibis.ifelse(value.isin(["true", "false"]), value == "true", None)
+        return _spark_typed(doc, key, dt.boolean, "boolean")
 
     def present(self, doc: Any, key: str) -> Any:
         return _spark_get(doc, self._path(key)).notnull()
+
+
+def _spark_typed(doc: Any, key: str, kind: dt.DataType, ddl: str) -> Any:
+    """`from_json(doc, 'struct<`key`: type>').key`: the value only when its JSON type fits."""
+
+    def from_json(doc: str, schema: str) -> None: ...  # never run: Spark's own function
+
+    builtin = ibis.udf.scalar.builtin(
+        name="from_json", signature=((dt.string, dt.string), dt.Struct({key: kind}))
+    )(from_json)
+    field = key.replace("`", "``")
+    return builtin(doc, ibis.literal(f"struct<`{field}`: {ddl}>"))[key]
 
 
 def json_access(dialect: Dialect) -> JsonAccess:
