@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from orbita.services.customers import (
 )
 from orbita.services.identity import IdentityResolver
 from orbita.services.ingest import Ingestor, store_records
+from orbita.services.journeys import CustomerEvent
 from orbita.services.workspace import Workspace
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
@@ -179,6 +181,80 @@ def test_group_commit_serves_concurrent_requests_exactly(workspace: Workspace) -
     assert sum(stored for _, stored in results) == 40 * 50
     assert workspace.events.count() == 40 * 50
     assert count_customers(workspace=workspace) == 7
+
+
+def test_on_stored_gets_each_new_event_once_in_order_with_its_customer(
+    workspace: Workspace,
+) -> None:
+    seen: list[CustomerEvent] = []
+    ingestor = Ingestor(workspace=workspace, on_stored=seen.extend)
+    ingestor.start()
+    try:
+        ingestor.ingest(
+            batch(
+                {"type": "page", "anonymousId": "a1", "name": "Home", "messageId": "m1"},
+                {
+                    "type": "identify",
+                    "anonymousId": "a1",
+                    "userId": "ann",
+                    "traits": {"plan": "pro"},
+                    "messageId": "m2",
+                },
+                {"type": "group", "userId": "ann", "groupId": "g7", "messageId": "m3"},
+            )
+        )
+        # a retry of m2 and m3 beside a new event and a message twice in one request
+        result = ingestor.ingest(
+            batch(
+                {"type": "identify", "userId": "ann", "messageId": "m2"},
+                {
+                    "type": "track",
+                    "userId": "bob",
+                    "event": "Order Completed",
+                    "properties": {"revenue": 12.5},
+                    "messageId": "m4",
+                },
+                {"type": "group", "userId": "ann", "groupId": "g7", "messageId": "m3"},
+                {"type": "track", "userId": "bob", "event": "Order Completed", "messageId": "m4"},
+            )
+        )
+    finally:
+        ingestor.close()
+    assert (result.stored, result.duplicates) == (1, 3)
+    ann = get_customer(workspace=workspace, user_id="ann").profile.customer_id
+    bob = get_customer(workspace=workspace, user_id="bob").profile.customer_id
+    assert [(e.record.message_id, e.customer_id) for e in seen] == [
+        ("m1", ann),
+        ("m2", ann),
+        ("m3", ann),
+        ("m4", bob),
+    ]
+    assert seen[1].record.properties == {"plan": "pro"}
+    assert seen[2].record.group_id == "g7"
+    assert seen[3].record.properties == {"revenue": 12.5}
+    assert seen[3].record.timestamp.tzinfo is not None
+
+
+def test_a_failing_on_stored_loses_nothing(
+    workspace: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(events: Sequence[CustomerEvent]) -> None:
+        raise RuntimeError("journeys are down")
+
+    ingestor = Ingestor(workspace=workspace, on_stored=fail)
+    ingestor.start()
+    try:
+        result = ingestor.ingest(
+            batch({"type": "track", "userId": "u", "event": "E", "messageId": "x1"})
+        )
+        again = ingestor.ingest(
+            batch({"type": "track", "userId": "u", "event": "E", "messageId": "x2"})
+        )
+    finally:
+        ingestor.close()
+    assert (result.stored, again.stored) == (1, 1)
+    assert workspace.events.count() == 2
+    assert "on_stored failed for 1 stored events" in caplog.text
 
 
 def test_erasure_through_the_writer_leaves_nothing_and_a_new_event_starts_afresh(

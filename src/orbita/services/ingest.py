@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import multiprocessing
 import os
 import queue
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+import orjson
 import pyarrow as pa
 from sqlalchemy import Connection, bindparam, select, update
 
@@ -30,11 +32,16 @@ from orbita.model.customers import PROFILE_TRAITS
 from orbita.model.events import EventRecord
 from orbita.model.messages import parse_batch_json
 from orbita.services.identity import IdentityRef, IdentityResolver, follow_merges
+from orbita.services.journeys import CustomerEvent
 from orbita.services.workspace import Workspace
 from orbita.store.events.base import EVENT_SCHEMA, event_table
 from orbita.store.state import customers
 
 T = TypeVar("T")
+log = logging.getLogger("orbita.ingest")
+
+OnStored = Callable[[Sequence[CustomerEvent]], None]
+"""Called by the `Ingestor` after each group commit with the events it stored newly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +67,7 @@ class PreparedEvents:
     appends. It pickles cheaply (an Arrow table, plus the rare identify records).
     """
 
-    table: pa.Table  # EVENT_SCHEMA without customer_id, plus previous_id for aliases
+    table: pa.Table  # EVENT_SCHEMA without customer_id, plus previous_id and group_id
     identifies: tuple[tuple[int, EventRecord], ...]  # (row, record): traits to apply
 
     def __len__(self) -> int:
@@ -71,7 +78,7 @@ class PreparedEvents:
         table = event_table(records, [0] * len(records)).drop_columns(["customer_id"])
         table = table.append_column(
             "previous_id", pa.array([r.previous_id for r in records], pa.string())
-        )
+        ).append_column("group_id", pa.array([r.group_id for r in records], pa.string()))
         identifies = tuple((row, r) for row, r in enumerate(records) if r.type == "identify")
         return cls(table=table, identifies=identifies)
 
@@ -88,6 +95,28 @@ class PreparedEvents:
 
     def message_ids(self) -> list[str]:
         return cast(list[str], self.table.column("message_id").to_pylist())
+
+    def records(self, rows: Sequence[int]) -> list[EventRecord]:
+        """These rows as records again (for the few consumers that want them whole)."""
+        if not rows:
+            return []
+        picked = self.table.take(pa.array(rows, pa.int64())).to_pylist()
+        return [
+            EventRecord(
+                message_id=row["message_id"],
+                type=row["type"],
+                name=row["name"],
+                user_id=row["user_id"],
+                anonymous_id=row["anonymous_id"],
+                properties=orjson.loads(row["properties"]),
+                context=orjson.loads(row["context"]),
+                timestamp=row["timestamp"],
+                received_at=row["received_at"],
+                previous_id=row["previous_id"],
+                group_id=row["group_id"],
+            )
+            for row in picked
+        ]
 
     def identities(self) -> list[IdentityRef]:
         columns = [
@@ -192,7 +221,7 @@ def _write(*, workspace: Workspace, resolved: _Resolved, keys: Sequence[str]) ->
     # Merged profiles' events follow them: one statement for the whole write (each is a
     # scan of the events table, so never one per merge).
     workspace.events.reassign(moves=resolved.moves)
-    table = events.table.drop_columns(["previous_id"]).add_column(
+    table = events.table.drop_columns(["previous_id", "group_id"]).add_column(
         2, "customer_id", pa.array(customer_ids, pa.int64())
     )
     stored = workspace.events.append(table.select(list(EVENT_SCHEMA.names)))
@@ -322,11 +351,21 @@ class Ingestor:
     the events. The event store works without the GIL, so the next batch is resolved while
     this one is written; a stage waits for the other rather than run ahead, which keeps
     writes large when requests pile up and keeps them in arrival order.
+
+    `on_stored`, when given, is called in the writer after each write with the events stored
+    newly by it (never duplicates), in arrival order, before their requests are answered.
     """
 
-    def __init__(self, *, workspace: Workspace, max_batch_events: int = 20_000) -> None:
+    def __init__(
+        self,
+        *,
+        workspace: Workspace,
+        max_batch_events: int = 20_000,
+        on_stored: OnStored | None = None,
+    ) -> None:
         self._workspace = workspace
         self._max = max_batch_events
+        self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Job | _Exclusive | None] = queue.SimpleQueue()
         self._writes: queue.Queue[_Write | _Exclusive | None] = queue.Queue(maxsize=1)
         self._resolver = IdentityResolver()
@@ -437,6 +476,8 @@ class Ingestor:
                 job.done.set_exception(error)
             return
         new = _first_stored(keys, stored)
+        if self._on_stored is not None:
+            self._notify(write.resolved, new)
         start = 0
         for job in jobs:
             end = start + len(job.events)
@@ -447,3 +488,23 @@ class Ingestor:
                 )
             )
             start = end
+
+    def _notify(self, resolved: _Resolved, new: Sequence[bool]) -> None:
+        """Hand the newly stored events to `on_stored`. They are stored whatever it does, so
+        a failure is logged and the requests are still answered as stored."""
+        on_stored = self._on_stored
+        assert on_stored is not None
+        rows = [row for row, is_new in enumerate(new) if is_new]
+        if not rows:
+            return
+        try:
+            records = resolved.events.records(rows)
+            ids = resolved.customer_ids
+            on_stored(
+                [
+                    CustomerEvent(customer_id=ids[row], record=record)
+                    for row, record in zip(rows, records, strict=True)
+                ]
+            )
+        except Exception:
+            log.exception("on_stored failed for %d stored events; they stay stored", len(rows))
