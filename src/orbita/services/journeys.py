@@ -89,10 +89,15 @@ FIXED_RUN_COLUMNS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class CustomerEvent:
-    """An ingested event with the customer it was resolved to."""
+    """An ingested event with the customer it was resolved to.
+
+    `journey` names the one journey the event enters the customer into, without matching
+    triggers or reaching running runs: how schedule, date and API triggers start runs.
+    """
 
     customer_id: int
     record: EventRecord
+    journey: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +429,22 @@ class _Batch:
                 return
             state = decision.state
 
+    def catch_up(self, state: RunState, *, until: datetime) -> bool:
+        """Follow a run through every wake time up to `until`, each step at its own time
+        (not at `until`): the outcome does not depend on when a worker got to it."""
+        journey = self.journey_of(state)
+        if journey is None:
+            return False
+        current, moved = state, False
+        while not current.ended and current.wake_at is not None and current.wake_at <= until:
+            at = current.wake_at
+            decision = advance(journey, current, now=at, facts=self.facts(state.customer_id))
+            if decision.state is None or decision.state == current:
+                break  # nothing more the engine can do at this time
+            self.apply(decision, now=at)
+            current, moved = self.runs[state.run_id], True
+        return moved
+
     def load(self, state: RunState) -> None:
         self.runs[state.run_id] = state
         if state.ended:
@@ -676,16 +697,25 @@ def handle_events(
             by_customer[state.customer_id].append(state.run_id)
         matches: dict[int, list[str]] = defaultdict(list)
         if enter_runs:
-            records = [e.record for e in ordered]
+            records = [e.record for e in ordered if e.journey is None]
             for name, record in journeys.matcher.match(records):
                 matches[id(record)].append(name)
+            for e in ordered:
+                if e.journey is not None and e.journey in journeys.current:
+                    matches[id(e.record)].append(e.journey)
         summaries = _summaries(connection, customer_ids) if matches else {}
         existing = _existing_runs(connection, ordered, matches) if matches else set()
         batch.load_profiles(customer_ids)
         touched: set[str] = set()
         for item in ordered:
             now = item.record.timestamp
-            for run_id in list(by_customer.get(item.customer_id, ())) if match else ():
+            # The customer's runs due before the event take their steps first, so a run
+            # sees its own timeline in order however far behind the workers are.
+            for run_id in by_customer.get(item.customer_id, ()):
+                if batch.catch_up(batch.runs[run_id], until=now):
+                    touched.add(run_id)
+            reached = match and item.journey is None
+            for run_id in list(by_customer.get(item.customer_id, ())) if reached else ():
                 state = batch.runs[run_id]
                 journey = batch.journey_of(state)
                 if journey is None:
@@ -842,21 +872,7 @@ def advance_due(
             for state in states:
                 batch.load(state)
             for state in states:
-                journey = batch.journey_of(state)
-                if journey is None or state.wake_at is None:
-                    continue
-                # Follow the run through every wake time up to `now` in this transaction.
-                facts = batch.facts(state.customer_id)
-                current = state
-                while not current.ended and current.wake_at is not None:
-                    at = current.wake_at
-                    if at > now:
-                        break
-                    decision = advance(journey, current, now=at, facts=facts)
-                    if decision.state is None or decision.state == current:
-                        break  # nothing more the engine can do at this time
-                    batch.apply(decision, now=at)
-                    current = batch.runs[state.run_id]
+                batch.catch_up(state, until=now)
             batch.write()
         counts = batch.counts()
         if not batch.changed:
