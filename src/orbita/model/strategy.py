@@ -8,7 +8,7 @@ in words a marketer reads: unknown key, wrong type, unknown segment, cycle `a ->
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 from pydantic import (
@@ -24,7 +24,9 @@ from pydantic import (
 
 from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.core.zones import check_time_zone
-from orbita.model.journeys import Journey
+from orbita.model.channels import Channel
+from orbita.model.goals import Goal
+from orbita.model.journeys import Journey, SendStep, iter_steps
 from orbita.model.rfm import RfmConfig
 from orbita.model.segments import (
     ComputedTrait,
@@ -34,6 +36,7 @@ from orbita.model.segments import (
     find_cycles,
     walk,
 )
+from orbita.model.templates import Template, body_problems
 from orbita.model.yaml_source import Path, Place, YamlSource, dotted, read_yaml
 
 
@@ -78,6 +81,9 @@ class Strategy(BaseModel):
     stages: list[Stage] = Field(default_factory=list)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     journeys: dict[str, Journey] = Field(default_factory=dict)
+    goals: list[Goal] = Field(default_factory=list)
+    channels: dict[str, Channel] = Field(default_factory=dict)
+    templates: dict[str, Template] = Field(default_factory=dict)
 
     # Where each part was written (None for a strategy built in code).
     _source: YamlSource | None = PrivateAttr(default=None)
@@ -168,7 +174,46 @@ def check_strategy_references(strategy: Strategy) -> list[FieldProblem]:
                 ("stages", index, "segment"),
                 f"unknown segment {stage.segment!r}{_known(strategy.segments)}",
             )
+    _delivery_problems(strategy, add)
     return sorted(problems, key=lambda p: p.line or 0)
+
+
+def _delivery_problems(strategy: Strategy, add: Callable[[Path, str], None]) -> None:
+    """Templates on unknown channels or without the parts their channel needs; send steps
+    naming unknown templates or channels; goals of unknown journeys.
+
+    Send steps are checked once the strategy has a `templates:` part: journeys are written
+    (and their scenarios tested) before their messages are."""
+    document = strategy.source
+    for name, template in strategy.templates.items():
+        channel = strategy.channels.get(template.channel)
+        if channel is None:
+            add(
+                ("templates", name, "channel"),
+                f"unknown channel {template.channel!r}{_known(strategy.channels)}",
+            )
+            continue
+        for field, message in body_problems(template, channel_type=channel.type):
+            add(("templates", name, *field.split(".")), message)
+    for journey_name, journey in strategy.journeys.items():
+        under: Path = ("journeys", journey_name)
+        for step in iter_steps(journey.steps):
+            if not isinstance(step, SendStep):
+                continue
+            if strategy.templates and step.template not in strategy.templates:
+                at = _find_value(document, under, "send", step.template)
+                if at == under:
+                    at = _find_value(document, under, "template", step.template)
+                add(at, f"unknown template {step.template!r}{_known(strategy.templates)}")
+            if step.channel is not None and step.channel not in strategy.channels:
+                at = _find_value(document, under, "channel", step.channel)
+                add(at, f"unknown channel {step.channel!r}{_known(strategy.channels)}")
+    for index, goal in enumerate(strategy.goals):
+        if goal.journey is not None and goal.journey not in strategy.journeys:
+            add(
+                ("goals", index, "journey"),
+                f"unknown journey {goal.journey!r}{_known(strategy.journeys)}",
+            )
 
 
 def _known(names: Mapping[str, Any] | set[str]) -> str:
