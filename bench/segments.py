@@ -49,7 +49,9 @@ from orbita.store.events.base import EVENT_SCHEMA
 from orbita.store.state import customers, identities
 
 ROOT = Path(__file__).resolve().parent
-OUT = ROOT / "out"
+# The generated store and its workspace are large (≈ 10 GB at 1 M customers): ORBITA_BENCH_OUT
+# puts them elsewhere (e.g. /tmp/segbench) and reuses them across runs.
+OUT = Path(os.environ.get("ORBITA_BENCH_OUT", ROOT / "out"))
 STRATEGY = ROOT.parent / "tests" / "fixtures" / "clothing_segments.yaml"
 GENERATED_END = datetime(2026, 11, 1, tzinfo=UTC)
 AS_OF = GENERATED_END  # the generator's last day

@@ -112,6 +112,13 @@ cases:
   abandoned_cart_4h: {segment: abandoned_cart}
   added_then_ordered_2h:
     {did: {event: "Product Added"}, then: {event: "Order Completed"}, within: 2h}
+  # the follow-up scan is bounded by the first step's window (and, without one, not below)
+  added_never_ordered_1d:
+    {did: {event: "Product Added"}, then_not: {event: "Order Completed"}, within: 1d}
+  viewed_then_added_3d:
+    did: {event: "Product Viewed", between: [10d, 2d], where: {category: shoes}}
+    then: {event: "Product Added"}
+    within: 3d
   # computed traits
   three_orders: {computed: orders_count, gte: 3}
   zero_orders: {computed: orders_count, eq: 0}

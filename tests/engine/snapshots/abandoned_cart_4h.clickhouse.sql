@@ -5,8 +5,7 @@ FROM (
     "t3"."customer_id" AS "customer_id"
   FROM (
     SELECT
-      "t0"."customer_id" AS "customer_id",
-      "t0"."timestamp" AS "at"
+      *
     FROM "events" AS "t0"
     WHERE
       "t0"."type" = 'track'
@@ -17,17 +16,17 @@ FROM (
   ) AS "t3"
   LEFT ANTI JOIN (
     SELECT
-      "t1"."customer_id" AS "follow_customer",
-      "t1"."timestamp" AS "follow_at"
+      *
     FROM "events" AS "t1"
     WHERE
       "t1"."type" = 'track'
       AND "t1"."name" = 'Order Completed'
       AND "t1"."timestamp" <= parseDateTimeBestEffort('2026-03-01T12:00:00+00:00', 'UTC')
+      AND "t1"."timestamp" > parseDateTimeBestEffort('2026-02-26T12:00:00+00:00', 'UTC')
   ) AS "t5"
-    ON "t3"."customer_id" = "t5"."follow_customer"
-    AND "t5"."follow_at" > "t3"."at"
-    AND "t5"."follow_at" <= (
-      "t3"."at" + INTERVAL '14400' SECOND
+    ON "t3"."customer_id" = "t5"."customer_id"
+    AND "t5"."timestamp" > "t3"."timestamp"
+    AND "t5"."timestamp" <= (
+      "t3"."timestamp" + INTERVAL '14400' SECOND
     )
 ) AS "t6"

@@ -1,12 +1,11 @@
 SELECT DISTINCT
-  *
+  `t4`.`customer_id`
 FROM (
   SELECT
-    `t3`.`customer_id`
+    *
   FROM (
     SELECT
-      `t0`.`customer_id`,
-      `t0`.`timestamp` AS `at`
+      *
     FROM `events` AS `t0`
     WHERE
       `t0`.`type` = 'track'
@@ -14,20 +13,31 @@ FROM (
       AND `t0`.`timestamp` <= CAST('2026-03-01T12:00:00+00:00' AS TIMESTAMP)
       AND `t0`.`timestamp` > CAST('2026-02-26T12:00:00+00:00' AS TIMESTAMP)
       AND `t0`.`timestamp` <= CAST('2026-03-01T08:00:00+00:00' AS TIMESTAMP)
-  ) AS `t3`
-  LEFT ANTI JOIN (
-    SELECT
-      `t1`.`customer_id` AS `follow_customer`,
-      `t1`.`timestamp` AS `follow_at`
-    FROM `events` AS `t1`
-    WHERE
-      `t1`.`type` = 'track'
-      AND `t1`.`name` = 'Order Completed'
-      AND `t1`.`timestamp` <= CAST('2026-03-01T12:00:00+00:00' AS TIMESTAMP)
-  ) AS `t5`
-    ON `t3`.`customer_id` = `t5`.`follow_customer`
-    AND `t5`.`follow_at` > `t3`.`at`
-    AND `t5`.`follow_at` <= (
-      `t3`.`at` + INTERVAL '14400' SECOND
+  ) AS `t2`
+  WHERE
+    NOT (
+      EXISTS(
+        SELECT
+          1
+        FROM `events` AS `t1`
+        WHERE
+          `t1`.`type` = 'track'
+          AND `t1`.`name` = 'Order Completed'
+          AND `t1`.`timestamp` <= CAST('2026-03-01T12:00:00+00:00' AS TIMESTAMP)
+          AND `t1`.`timestamp` > CAST('2026-02-26T12:00:00+00:00' AS TIMESTAMP)
+          AND (
+            (
+              `t1`.`customer_id` = `t2`.`customer_id`
+            )
+            AND (
+              `t1`.`timestamp` > `t2`.`timestamp`
+            )
+            AND (
+              `t1`.`timestamp` <= (
+                `t2`.`timestamp` + INTERVAL '14400' SECOND
+              )
+            )
+          )
+      )
     )
-) AS `t6`
+) AS `t4`
