@@ -1,0 +1,1 @@
+"""Mobile push over an FCM-v1-shaped HTTP API."""

@@ -1,0 +1,1 @@
+"""SMS over a Twilio-shaped HTTP API."""

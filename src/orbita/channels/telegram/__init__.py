@@ -1,0 +1,1 @@
+"""Telegram bots (Bot API sendMessage)."""

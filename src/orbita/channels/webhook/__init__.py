@@ -1,0 +1,1 @@
+"""Outbound webhooks signed with HMAC-SHA256."""
