@@ -29,7 +29,7 @@ def test_migrations_match_the_tables_and_run_twice(state_url: str) -> None:
             differences = compare_metadata(MigrationContext.configure(connection), metadata)
             assert differences == []
             version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            assert version == "0003"
+            assert version == "0004"
     finally:
         engine.dispose()
 

@@ -301,3 +301,62 @@ journey_conversions = Table(
     Column("message_id", String(255), nullable=False),
     Index(None, "journey", "at"),
 )
+
+
+# --- delivery (migration 0004) -------------------------------------------------------------
+# The outbox gains the sender's claim (a lease, so a dead sender's rows are taken over) and
+# what the provider answered. Statuses the sender adds: `sending` (claimed, the message not
+# yet committed at the provider), `committing` (the point of no return was recorded: for
+# SMTP the final dot is about to be written), `sent`, `dead` (terminal or out of retries).
+outbox.append_column(Column("claimed_by", String(200)))
+outbox.append_column(Column("claimed_until", AwareDateTime()))
+outbox.append_column(Column("sent_at", AwareDateTime()))
+outbox.append_column(Column("provider_id", String(255)))
+CLAIMED = text("status IN ('sending', 'committing')")
+Index(
+    "ix_outbox_claimed",
+    outbox.c.claimed_until,
+    sqlite_where=CLAIMED,
+    postgresql_where=CLAIMED,
+)
+# Frequency caps count a customer's recent messages.
+Index("ix_outbox_customer_sent", outbox.c.customer_id, outbox.c.sent_at)
+
+# Every decision the sender made about a message, with its reason: sent, retry, dead,
+# skipped (a rule said no: consent, suppression, cap), deferred (quiet hours), unconfirmed.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("attempt_id", Id, primary_key=True, autoincrement=True),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", AwareDateTime(), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(1000), nullable=False),
+    Column("worker", String(200)),
+    Index(None, "outbox_id"),
+    Index(None, "customer_id"),
+)
+
+# Addresses no message may go to (hard bounces, complaints, manual): per address kind.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # email | phone | telegram | push
+    Column("address", String(320), primary_key=True),
+    Column("reason", String(200), nullable=False),
+    Column("created_at", AwareDateTime(), nullable=False),
+)
+
+# Consent per customer, channel and subscription topic; the latest decision wins.
+consents = Table(
+    "consents",
+    metadata,
+    Column("customer_id", BigInteger, primary_key=True),
+    Column("channel", String(100), primary_key=True),
+    Column("topic", String(100), primary_key=True),
+    Column("granted", Boolean, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("at", AwareDateTime(), nullable=False),
+)
