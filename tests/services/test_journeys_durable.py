@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from orbita.core.errors import UserError
 from orbita.engine.journeys.run import in_holdout
@@ -30,6 +30,7 @@ from orbita.services.journeys import (
     publish_journeys,
     resolve_customers,
 )
+from orbita.services.journeys import _bulk_insert as bulk_insert
 from orbita.services.workspace import Workspace
 from orbita.store.state import journey_conversions, journey_runs, journey_steps, outbox
 
@@ -317,12 +318,12 @@ def test_a_batch_that_fails_midway_leaves_nothing_and_runs_again_the_same(
     ingest(workspace, journeys, records)
     before = table_counts(workspace)
 
-    def insert_or_die(table: Any) -> Any:
+    def insert_or_die(connection: Any, table: Any, **kwargs: Any) -> None:
         if table is journey_steps:
             raise RuntimeError("worker killed after writing the runs and the outbox")
-        return insert(table)
+        bulk_insert(connection, table, **kwargs)
 
-    monkeypatch.setattr("orbita.services.journeys.insert", insert_or_die)
+    monkeypatch.setattr("orbita.services.journeys._bulk_insert", insert_or_die)
     with pytest.raises(RuntimeError):
         advance_due(workspace=workspace, journeys=journeys, now=T0 + 2 * HOUR, limit=15)
     monkeypatch.undo()

@@ -243,7 +243,6 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
         node = nodes[node_id]
         step = node.step
         occurrence = visits[node_id] = visits.get(node_id, 0) + 1
-        key = idempotency_key(state, node=node_id, occurrence=occurrence)
         edge = "next"
         target = node.next
         if isinstance(step, WaitStep):
@@ -263,6 +262,7 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
             commands.append(Schedule(wake))
             return Decision(moved(node=node_id, status="waiting", wake_at=wake), tuple(commands))
         elif isinstance(step, SendStep):
+            key = idempotency_key(state, node=node_id, occurrence=occurrence)
             variant = step.variant or _latest_variant(variants)
             if state.holdout:
                 commands.append(
@@ -288,6 +288,7 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
         elif isinstance(step, UpdateStep):
             # Trait updates are bookkeeping, applied in both arms (the holdout's profile
             # stays comparable); messages and webhooks are what the control arm never gets.
+            key = idempotency_key(state, node=node_id, occurrence=occurrence)
             commands.append(
                 UpdateTrait(
                     trait=step.trait,
@@ -298,6 +299,7 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
                 )
             )
         elif isinstance(step, WebhookStep):
+            key = idempotency_key(state, node=node_id, occurrence=occurrence)
             if state.holdout:
                 commands.append(Suppressed(reason="holdout", node=node_id, idempotency_key=key))
             else:
