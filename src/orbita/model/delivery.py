@@ -7,7 +7,7 @@ strategy's channels (`orbita.channels.open_channels`) and passes them in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -53,6 +53,9 @@ class DeliveryResult:
     provider_id: str | None = None
     # Seconds the provider asked us to wait (HTTP Retry-After, Telegram's retry_after).
     retry_after: float | None = None
+    # Delivered as far as we know: the message was committed (the SMTP final dot written)
+    # but the provider's answer never came. It is not sent again.
+    unconfirmed: bool = False
 
     @classmethod
     def delivered(cls, detail: str = "", *, provider_id: str | None = None) -> DeliveryResult:
@@ -67,11 +70,21 @@ class DeliveryResult:
         return cls("terminal", detail)
 
 
+# Called by a channel at its point of no return (SMTP: before the final dot); it records
+# that point durably and answers whether this sender still owns the message. False: abort.
+CommitPoint = Callable[[], bool]
+
+
 class ChannelClient(Protocol):
     """The one shape of every channel plugin."""
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult:
-        """Send one message; never raises for a failure the provider reports."""
+    async def send(
+        self, message: OutgoingMessage, *, commit: CommitPoint | None = None
+    ) -> DeliveryResult:
+        """Send one message; never raises for a failure the provider reports.
+
+        A channel whose protocol has a point of no return (SMTP) calls `commit` right
+        before it; HTTP channels do not (providers deduplicate by the Idempotency-Key)."""
         ...
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ import aiosmtplib
 from orbita.channels.email.config import EmailConfig
 from orbita.channels.email.mime import build_message, date_header, encode_address, encode_header
 from orbita.model.channels import SmtpChannel
-from orbita.model.delivery import DeliveryResult, OutgoingMessage
+from orbita.model.delivery import CommitPoint, DeliveryResult, OutgoingMessage
 
 
 class SmtpClient:
@@ -96,22 +96,34 @@ class SmtpClient:
         )
         return self.config.return_path(message.key, sender), raw
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+    async def send(
+        self, message: OutgoingMessage, *, commit: CommitPoint | None = None
+    ) -> DeliveryResult:
         if not message.to.isascii() or "@" not in message.to or "\n" in message.to:
             return DeliveryResult.terminal(f"not an email address: {message.to!r}")
         envelope_from, raw = self.envelope(message)
+        message_id = self.config.message_id(message.key)
         pool = self._pool()
         smtp = await pool.get()
         try:
             await self._ready(smtp)
-            _errors, reply = await smtp.sendmail(envelope_from, [message.to], raw)
-            return DeliveryResult.delivered(reply, provider_id=self.config.message_id(message.key))
+            if commit is None:
+                _errors, reply = await smtp.sendmail(envelope_from, [message.to], raw)
+                return DeliveryResult.delivered(reply, provider_id=message_id)
+            return await self._send_committed(
+                smtp, envelope_from, message.to, raw, commit=commit, message_id=message_id
+            )
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [refusal.code for refusal in error.recipients]
             detail = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
             if any(code >= 500 for code in codes):
                 return DeliveryResult.terminal(f"recipient refused: {detail}")
             return DeliveryResult.transient(f"recipient deferred: {detail}")
+        except aiosmtplib.SMTPRecipientRefused as error:
+            await _reset(smtp)  # the connection is fine; only this transaction ends
+            if error.code >= 500:
+                return DeliveryResult.terminal(f"recipient refused: {error.code} {error.message}")
+            return DeliveryResult.transient(f"recipient deferred: {error.code} {error.message}")
         except aiosmtplib.SMTPResponseException as error:
             if error.code >= 500 and not isinstance(error, aiosmtplib.SMTPAuthenticationError):
                 await _reset(smtp)
@@ -123,6 +135,58 @@ class SmtpClient:
             return DeliveryResult.transient(f"SMTP {type(error).__name__}: {error}")
         finally:
             pool.put_nowait(smtp)
+
+    async def _send_committed(
+        self,
+        smtp: aiosmtplib.SMTP,
+        envelope_from: str,
+        to: str,
+        raw: bytes,
+        *,
+        commit: CommitPoint,
+        message_id: str,
+    ) -> DeliveryResult:
+        """MAIL, RCPT, DATA and the whole message but its final dot; then `commit` records
+        the point of no return; then the dot. A server drops a transaction whose dot never
+        came, so a sender killed before the commit has delivered nothing (the message is
+        sent again), and one killed after it has handed the dot to the kernel, which
+        delivers it (the message is not sent again). Only a kill in the microseconds between
+        the commit and the write loses the message; it stays recorded as unconfirmed."""
+        await smtp.mail(envelope_from)
+        await smtp.rcpt(to)
+        start = await smtp.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = smtp.protocol
+        assert protocol is not None and protocol.transport is not None
+        protocol.write(raw.replace(b"\r\n.", b"\r\n.."))
+        # The body must be in the kernel before the commit: a kill while it still sits in
+        # this process's buffer would leave a committed message the server never finished.
+        transport = protocol.transport
+        # (No event tells when asyncio's buffer is empty; it nearly always is at once.)
+        while isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():  # noqa: ASYNC110
+            await asyncio.sleep(0.0005)
+        if not commit():
+            smtp.close()  # another sender owns the message now: drop the transaction
+            return DeliveryResult.transient("the claim on the message was lost; not sent")
+        try:
+            protocol.write(b".\r\n")
+        except aiosmtplib.SMTPServerDisconnected as error:
+            smtp.close()  # the dot never left: nothing was delivered
+            return DeliveryResult.transient(f"SMTP connection lost before the end: {error}")
+        try:
+            reply = await protocol.read_response(timeout=self.channel.timeout)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            smtp.close()
+            return DeliveryResult(
+                "delivered",
+                f"unconfirmed: no answer after the final dot ({type(error).__name__})",
+                provider_id=message_id,
+                unconfirmed=True,
+            )
+        if reply.code != 250:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        return DeliveryResult.delivered(reply.message, provider_id=message_id)
 
 
 async def _reset(smtp: aiosmtplib.SMTP) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from orbita.channels.http import new_http_client, post
 from orbita.channels.push.config import PushConfig
 from orbita.model.channels import PushChannel
-from orbita.model.delivery import DeliveryResult, OutgoingMessage
+from orbita.model.delivery import CommitPoint, DeliveryResult, OutgoingMessage
 
 
 class PushClient:
@@ -30,7 +30,9 @@ class PushClient:
             }
         }
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+    async def send(
+        self, message: OutgoingMessage, *, commit: CommitPoint | None = None
+    ) -> DeliveryResult:
         result, response = await post(
             self._http,
             self.config.url,

@@ -10,7 +10,7 @@ import httpx
 from orbita.channels.http import new_http_client, post
 from orbita.channels.sms.config import SmsConfig
 from orbita.model.channels import SmsChannel
-from orbita.model.delivery import DeliveryResult, OutgoingMessage
+from orbita.model.delivery import CommitPoint, DeliveryResult, OutgoingMessage
 
 
 class SmsClient:
@@ -18,7 +18,9 @@ class SmsClient:
         self.config = SmsConfig.resolve(channel, env=env)
         self._http = new_http_client(timeout=channel.timeout, concurrency=channel.concurrency)
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+    async def send(
+        self, message: OutgoingMessage, *, commit: CommitPoint | None = None
+    ) -> DeliveryResult:
         channel = self.config.channel
         result, response = await post(
             self._http,

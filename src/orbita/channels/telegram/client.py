@@ -10,7 +10,7 @@ from typing import Any
 from orbita.channels.http import new_http_client, post
 from orbita.channels.telegram.config import TelegramConfig
 from orbita.model.channels import TelegramChannel
-from orbita.model.delivery import DeliveryResult, OutgoingMessage
+from orbita.model.delivery import CommitPoint, DeliveryResult, OutgoingMessage
 
 
 class TelegramClient:
@@ -24,7 +24,9 @@ class TelegramClient:
             body["parse_mode"] = self.config.channel.parse_mode
         return body
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+    async def send(
+        self, message: OutgoingMessage, *, commit: CommitPoint | None = None
+    ) -> DeliveryResult:
         result, response = await post(
             self._http,
             self.config.url("sendMessage"),

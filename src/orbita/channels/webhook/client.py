@@ -10,7 +10,7 @@ import orjson
 from orbita.channels.http import new_http_client, post
 from orbita.channels.webhook.config import SIGNATURE_HEADER, WebhookConfig, signature
 from orbita.model.channels import WebhookChannel
-from orbita.model.delivery import DeliveryResult, OutgoingMessage
+from orbita.model.delivery import CommitPoint, DeliveryResult, OutgoingMessage
 
 
 class WebhookClient:
@@ -18,7 +18,9 @@ class WebhookClient:
         self.config = WebhookConfig.resolve(channel, env=env)
         self._http = new_http_client(timeout=channel.timeout, concurrency=channel.concurrency)
 
-    async def send(self, message: OutgoingMessage) -> DeliveryResult:
+    async def send(
+        self, message: OutgoingMessage, *, commit: CommitPoint | None = None
+    ) -> DeliveryResult:
         url = message.to or self.config.channel.url
         if not url:
             return DeliveryResult.terminal("webhook: no URL")

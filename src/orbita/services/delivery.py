@@ -1,0 +1,724 @@
+"""Delivery: queued outbox messages claimed, checked, rendered and sent; every decision
+recorded with its reason in `delivery_attempts`.
+
+    deliver_due     claim due rows in batches -> rules -> render -> send -> mark
+    run_sender      deliver_due in a loop on a clock until told to stop (the worker's loop)
+    recover_outbox  rows a dead sender left claimed: back to the queue, or sent (unconfirmed)
+
+A row moves `queued` -> `sending` (claimed with a lease, one transaction per batch) ->
+`sent` | `queued` again (transient failure: exponential backoff with jitter) | `dead`
+(terminal, or out of attempts) | `skipped` (a rule said no). SMTP has a point of no return:
+right before the final dot the row becomes `committing`, durably, in its own commit.
+
+What a crash leaves, and what happens to it (DESIGN.md, Delivery guarantees):
+- `sending`: the server never got the final dot (it drops such a transaction), so the
+  message is sent again with the same Message-ID. HTTP providers get the same
+  Idempotency-Key and deduplicate.
+- `committing`: the dot was handed to the kernel (which delivers it even when the process
+  is killed), so the message is not sent again; it is marked `sent` with `unconfirmed`.
+  The one gap: a kill in the microseconds between that commit and the write of the dot
+  loses the message, and it is the row marked unconfirmed that says so.
+So: exactly once at the server, except that microsecond window per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text, update
+
+from orbita.core.clock import Clock
+from orbita.core.errors import InvalidInputError
+from orbita.model.channels import Channel, WebhookChannel
+from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, OutgoingMessage
+from orbita.model.strategy import Strategy
+from orbita.services.templates import (
+    DEFAULT_CURRENCY,
+    DEFAULT_LOCALE,
+    CompiledTemplate,
+    MessageContext,
+    TemplateRenderError,
+    compile_templates,
+    render_message,
+)
+from orbita.services.workspace import Workspace
+from orbita.store.state import (
+    consents,
+    customers,
+    delivery_attempts,
+    outbox,
+    suppressions,
+)
+
+ADDRESS_KINDS = {"smtp": "email", "sms": "phone", "telegram": "telegram", "push": "push"}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    max_attempts: int = 8
+    backoff_base: timedelta = timedelta(seconds=30)
+    backoff_cap: timedelta = timedelta(hours=6)
+    # How long a claim holds: a sender dead longer than this loses its rows to another.
+    lease: timedelta = timedelta(minutes=5)
+    batch_size: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    skipped: int = 0
+    unconfirmed: int = 0
+    recovered: int = 0
+    batches: int = 0
+
+    def __add__(self, other: DeliveryReport) -> DeliveryReport:
+        return DeliveryReport(
+            **{name: getattr(self, name) + getattr(other, name) for name in self.__slots__}
+        )
+
+
+class _Limiter:
+    """Per channel: at most `concurrency` sends at once, and at most `rate` a second."""
+
+    def __init__(self, *, concurrency: int, rate: float | None) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next_at = 0.0
+
+    async def wait_turn(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        at = max(now, self.next_at)
+        self.next_at = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+@dataclass
+class Delivery:
+    """What a sender needs, prepared once: the strategy's compiled templates, a client per
+    channel (opened by the edge, see `orbita.channels.open_channels`), limits, who it is."""
+
+    strategy: Strategy
+    templates: Mapping[str, CompiledTemplate]
+    clients: Mapping[str, ChannelClient]
+    worker_id: str = "sender"
+    policy: DeliveryPolicy = DeliveryPolicy()
+    # Signs unsubscribe links; None: marketing mail goes without one (tests, previews).
+    link_secret: bytes | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    _limiters: dict[str, _Limiter] = field(default_factory=dict)
+    _recovered: bool = False
+
+    def limiter(self, channel: str) -> _Limiter:
+        if channel not in self._limiters:
+            config = self.strategy.channels[channel]
+            self._limiters[channel] = _Limiter(
+                concurrency=config.concurrency, rate=config.rate_per_second
+            )
+        return self._limiters[channel]
+
+    def webhook_channel(self) -> str | None:
+        for name, config in self.strategy.channels.items():
+            if isinstance(config, WebhookChannel):
+                return name
+        return None
+
+
+def prepare_delivery(
+    *,
+    strategy: Strategy,
+    base_dir: Path,
+    clients: Mapping[str, ChannelClient],
+    worker_id: str = "sender",
+    policy: DeliveryPolicy | None = None,
+    link_secret: bytes | None = None,
+    seed: int | None = None,
+) -> Delivery:
+    """Compile the templates (InvalidInputError naming each broken one) and check that every
+    channel of the strategy has a client."""
+    missing = sorted(set(strategy.channels) - set(clients))
+    if missing:
+        raise InvalidInputError(
+            [], summary=f"no client for the channels {', '.join(missing)}: open them all"
+        )
+    return Delivery(
+        strategy=strategy,
+        templates=compile_templates(strategy=strategy, base_dir=base_dir),
+        clients=clients,
+        worker_id=worker_id,
+        policy=policy or DeliveryPolicy(),
+        link_secret=link_secret,
+        rng=random.Random(seed),
+    )
+
+
+# --- links ---------------------------------------------------------------------------------
+
+
+def link_token(secret: bytes, key: str, purpose: str = "unsubscribe") -> str:
+    """`<key>.<signature>`: names the message and cannot be forged or moved to another."""
+    mac = hmac.new(secret, f"{purpose}:{key}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{key}.{mac}"
+
+
+def check_link_token(secret: bytes, token: str, purpose: str = "unsubscribe") -> str | None:
+    """The message key a token was made for, or None when it was not made by us."""
+    key, _, _mac = token.partition(".")
+    return key if hmac.compare_digest(link_token(secret, key, purpose), token) else None
+
+
+# --- the batch -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Decision:
+    row: Mapping[str, Any]
+    outcome: str  # sent | retry | dead | skipped | unconfirmed
+    reason: str
+    result: DeliveryResult | None = None
+    next_attempt_at: datetime | None = None
+
+
+def _is_postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _claim(
+    connection: Connection, *, now: datetime, limit: int, worker: str, lease: timedelta
+) -> list[dict[str, Any]]:
+    if not _is_postgres(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite: one writer claims at a time
+    query = (
+        select(outbox)
+        # The partial index's predicate as text: SQLite uses the index only then.
+        .where(text("status = 'queued'"), outbox.c.next_attempt_at <= now)
+        .order_by(outbox.c.next_attempt_at)
+        .limit(limit)
+    )
+    if _is_postgres(connection):
+        query = query.with_for_update(skip_locked=True)
+    rows = [dict(row._mapping) for row in connection.execute(query)]
+    if rows:
+        connection.execute(
+            update(outbox)
+            .where(outbox.c.outbox_id.in_([row["outbox_id"] for row in rows]))
+            .values(
+                status="sending",
+                claimed_by=worker,
+                claimed_until=now + lease,
+                attempts=outbox.c.attempts + 1,
+            )
+        )
+        for row in rows:
+            row["attempts"] += 1
+    return rows
+
+
+def _profiles(connection: Connection, ids: set[int]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    for row in connection.execute(select(customers).where(customers.c.customer_id.in_(ids))):
+        found[int(row.customer_id)] = dict(row._mapping)
+    return found
+
+
+def _blocked(
+    connection: Connection, rows: Sequence[Mapping[str, Any]], addresses: Mapping[int, str]
+) -> tuple[dict[tuple[str, str], str], dict[tuple[int, str, str], bool]]:
+    """Suppressed addresses and consent decisions of this batch's customers."""
+    wanted = {value for value in addresses.values() if value}
+    suppressed: dict[tuple[str, str], str] = {}
+    if wanted:
+        for row in connection.execute(
+            select(suppressions).where(suppressions.c.address.in_(sorted(wanted)))
+        ):
+            suppressed[(row.kind, row.address)] = row.reason
+    ids = {int(row["customer_id"]) for row in rows}
+    decided: dict[tuple[int, str, str], bool] = {}
+    if ids:
+        for row in connection.execute(select(consents).where(consents.c.customer_id.in_(ids))):
+            decided[(int(row.customer_id), row.channel, row.topic)] = bool(row.granted)
+    return suppressed, decided
+
+
+def _address(config: Channel, row: Mapping[str, Any], profile: Mapping[str, Any]) -> str | None:
+    if config.type == "smtp":
+        return profile.get("email")
+    if config.type == "sms":
+        return profile.get("phone")
+    if config.type == "telegram":
+        return profile.get("telegram_chat_id")
+    if config.type == "push":
+        token = (profile.get("traits") or {}).get("push_token")
+        return str(token) if token else None
+    url = (row.get("payload") or {}).get("url")
+    return str(url) if url else None
+
+
+def _context(
+    delivery: Delivery, row: Mapping[str, Any], profile: Mapping[str, Any], unsubscribe: str
+) -> MessageContext:
+    traits = dict(profile.get("traits") or {})
+    payload = row.get("payload") or {}
+    properties = dict(payload.get("properties") or {})
+    customer = {
+        **traits,
+        "id": profile.get("customer_id"),
+        "user_id": profile.get("user_id"),
+        "email": profile.get("email"),
+        "phone": profile.get("phone"),
+        "timezone": profile.get("timezone"),
+        "locale": profile.get("locale"),
+    }
+    customer = {key: value for key, value in customer.items() if value is not None}
+    return MessageContext(
+        customer=customer,
+        event={"name": payload.get("trigger_event"), "properties": properties, **properties},
+        journey={
+            "name": row["journey"],
+            "node": row["node"],
+            "run_id": row["run_id"],
+            "variant": row.get("variant"),
+        },
+        message={"key": row["idempotency_key"], "unsubscribe_url": unsubscribe},
+        locale=str(profile.get("locale") or traits.get("locale") or DEFAULT_LOCALE),
+        currency=str(traits.get("currency") or properties.get("currency") or DEFAULT_CURRENCY),
+        timezone=str(profile.get("timezone") or delivery.strategy.timezone),
+    )
+
+
+def _unsubscribe_url(delivery: Delivery, config: Channel, key: str) -> str:
+    template = getattr(config, "unsubscribe_url", None)
+    if not template or delivery.link_secret is None:
+        return ""
+    return str(template).replace("{token}", link_token(delivery.link_secret, key))
+
+
+def _prepare(
+    delivery: Delivery,
+    row: Mapping[str, Any],
+    profile: Mapping[str, Any] | None,
+    *,
+    now: datetime,
+    suppressed: Mapping[tuple[str, str], str],
+    decided: Mapping[tuple[int, str, str], bool],
+) -> tuple[str, OutgoingMessage] | _Decision:
+    """The channel and message for a row, or the decision not to send it."""
+    strategy = delivery.strategy
+    key = row["idempotency_key"]
+    if row["kind"] == "webhook":
+        name = delivery.webhook_channel()
+        if name is None:
+            return _Decision(row, "dead", "no webhook channel in the strategy (type: webhook)")
+        payload = row.get("payload") or {}
+        body = payload.get("body") or {
+            "journey": row["journey"],
+            "customer_id": row["customer_id"],
+            "event": payload.get("trigger_event"),
+            "properties": payload.get("properties") or {},
+        }
+        return name, OutgoingMessage(
+            key=key,
+            channel=name,
+            to=str(payload.get("url") or ""),
+            at=now,
+            body=body,
+            method=str(payload.get("method") or "POST"),
+        )
+    template = delivery.templates.get(row["template"] or "")
+    if template is None:
+        return _Decision(row, "dead", f"template {row['template']!r} is not in the strategy")
+    channel = row["channel"] or template.channel
+    config = strategy.channels.get(channel)
+    if config is None:
+        return _Decision(row, "dead", f"channel {channel!r} is not in the strategy")
+    if profile is None:
+        return _Decision(row, "skipped", "the customer no longer exists")
+    address = _address(config, row, profile)
+    if not address:
+        kind = ADDRESS_KINDS.get(config.type, config.type)
+        return _Decision(row, "skipped", f"the customer has no {kind} address")
+    kind = ADDRESS_KINDS.get(config.type, config.type)
+    if (kind, address) in suppressed:
+        return _Decision(row, "skipped", f"suppressed: {suppressed[(kind, address)]}")
+    customer_id = int(row["customer_id"])
+    for scope in ((channel, template.topic), ("*", template.topic), (channel, "*"), ("*", "*")):
+        granted = decided.get((customer_id, *scope))
+        if granted is False and not (template.transactional and "*" in scope[1]):
+            return _Decision(
+                row, "skipped", f"no consent: {template.topic} on {channel} was withdrawn"
+            )
+    unsubscribe = "" if template.transactional else _unsubscribe_url(delivery, config, key)
+    try:
+        rendered = render_message(
+            template,
+            variant=row.get("variant"),
+            context=_context(delivery, row, profile, unsubscribe),
+        )
+    except TemplateRenderError as error:
+        return _Decision(row, "dead", str(error))
+    return channel, OutgoingMessage(
+        key=key,
+        channel=channel,
+        to=address,
+        at=now,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        sender=rendered.sender,
+        reply_to=rendered.reply_to,
+        html=rendered.html,
+        text=rendered.text,
+        url=rendered.url,
+        unsubscribe_url=unsubscribe or None,
+    )
+
+
+class _CommitPoints:
+    """Records the point of no return of one message at a time, each in its own commit, on
+    a connection kept open for it (the shortest path from the commit to the final dot)."""
+
+    def __init__(self, workspace: Workspace, worker: str) -> None:
+        self.connection = workspace.state.connect()
+        self.worker = worker
+        self.statement = (
+            update(outbox)
+            .where(
+                outbox.c.outbox_id == bindparam("b_id"),
+                outbox.c.status == "sending",
+                outbox.c.claimed_by == worker,
+            )
+            .values(status="committing")
+        )
+
+    def point(self, outbox_id: int) -> CommitPoint:
+        def commit() -> bool:
+            result = self.connection.execute(self.statement, {"b_id": outbox_id})
+            self.connection.commit()
+            return result.rowcount == 1
+
+        return commit
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _backoff(delivery: Delivery, attempts: int, retry_after: float | None) -> timedelta:
+    policy = delivery.policy
+    delay: timedelta = min(policy.backoff_cap, policy.backoff_base * (2 ** max(0, attempts - 1)))
+    jittered: timedelta = delay * (0.5 + delivery.rng.random() / 2)  # "equal jitter": 50-100 %
+    if retry_after is not None:
+        jittered = max(jittered, timedelta(seconds=retry_after))
+    return jittered
+
+
+def _decide(
+    delivery: Delivery, row: Mapping[str, Any], result: DeliveryResult, *, now: datetime
+) -> _Decision:
+    if result.status == "delivered":
+        outcome = "unconfirmed" if result.unconfirmed else "sent"
+        return _Decision(row, outcome, result.detail or "delivered", result)
+    if result.status == "terminal":
+        return _Decision(row, "dead", result.detail, result)
+    attempts = int(row["attempts"])
+    if attempts >= delivery.policy.max_attempts:
+        reason = f"gave up after {attempts} attempts: {result.detail}"
+        return _Decision(row, "dead", reason, result)
+    wait = _backoff(delivery, attempts, result.retry_after)
+    return _Decision(row, "retry", result.detail, result, next_attempt_at=now + wait)
+
+
+async def _send_one(
+    delivery: Delivery,
+    channel: str,
+    message: OutgoingMessage,
+    row: Mapping[str, Any],
+    points: _CommitPoints,
+    *,
+    now: datetime,
+) -> _Decision:
+    limiter = delivery.limiter(channel)
+    async with limiter.slots:
+        await limiter.wait_turn()
+        client = delivery.clients[channel]
+        result = await client.send(message, commit=points.point(int(row["outbox_id"])))
+    return _decide(delivery, row, result, now=now)
+
+
+_STATUS = {"sent": "sent", "unconfirmed": "sent", "retry": "queued", "dead": "dead"}
+_STATUS["skipped"] = "skipped"
+
+
+def _write(
+    connection: Connection,
+    decisions: Sequence[_Decision],
+    *,
+    now: datetime,
+    worker: str,
+) -> None:
+    """Each row's new state, fenced by the claim, and the attempt with its reason."""
+    updates = []
+    for decision in decisions:
+        result = decision.result
+        updates.append(
+            {
+                "b_id": decision.row["outbox_id"],
+                "b_status": _STATUS[decision.outcome],
+                "b_next": decision.next_attempt_at,
+                "b_sent_at": now if decision.outcome in ("sent", "unconfirmed") else None,
+                "b_provider": result.provider_id if result is not None else None,
+                "b_result": {"outcome": decision.outcome, "reason": decision.reason[:1000]},
+            }
+        )
+    connection.execute(
+        update(outbox)
+        .where(
+            outbox.c.outbox_id == bindparam("b_id"),
+            outbox.c.claimed_by == worker,
+            text("status IN ('sending', 'committing')"),
+        )
+        .values(
+            # Bind names differ from column names: an executemany UPDATE needs that.
+            status=bindparam("b_status"),
+            next_attempt_at=bindparam("b_next"),
+            sent_at=bindparam("b_sent_at"),
+            provider_id=bindparam("b_provider"),
+            result=bindparam("b_result", type_=outbox.c.result.type),
+            claimed_by=None,
+            claimed_until=None,
+        ),
+        updates,
+    )
+    connection.execute(
+        insert(delivery_attempts),
+        [
+            {
+                "outbox_id": decision.row["outbox_id"],
+                "customer_id": decision.row["customer_id"],
+                "attempt": decision.row["attempts"],
+                "at": now,
+                "outcome": decision.outcome,
+                "reason": decision.reason[:1000],
+                "worker": worker,
+            }
+            for decision in decisions
+        ],
+    )
+
+
+def recover_outbox(*, workspace: Workspace, worker_id: str, now: datetime) -> int:
+    """Rows left claimed by a sender that died: this worker's own (it restarted) and any
+    whose lease ran out. `sending` goes back to the queue (the server never got the
+    message); `committing` becomes `sent`, unconfirmed (it did, as far as can be known)."""
+    with workspace.state.begin() as connection:
+        if not _is_postgres(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        query = select(
+            outbox.c.outbox_id,
+            outbox.c.customer_id,
+            outbox.c.attempts,
+            outbox.c.status,
+            outbox.c.claimed_by,
+        ).where(
+            text("status IN ('sending', 'committing')"),
+            or_(outbox.c.claimed_by == worker_id, outbox.c.claimed_until < now),
+        )
+        if _is_postgres(connection):
+            query = query.with_for_update(skip_locked=True)
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+        if not rows:
+            return 0
+        requeue = [r for r in rows if r["status"] == "sending"]
+        committed = [r for r in rows if r["status"] == "committing"]
+        if requeue:
+            connection.execute(
+                update(outbox)
+                .where(and_(outbox.c.outbox_id.in_([r["outbox_id"] for r in requeue])))
+                .values(status="queued", next_attempt_at=now, claimed_by=None, claimed_until=None)
+            )
+        if committed:
+            connection.execute(
+                update(outbox)
+                .where(outbox.c.outbox_id.in_([r["outbox_id"] for r in committed]))
+                .values(
+                    status="sent",
+                    sent_at=now,
+                    claimed_by=None,
+                    claimed_until=None,
+                    result={
+                        "outcome": "unconfirmed",
+                        "reason": "the sender stopped after the point of no return",
+                    },
+                )
+            )
+        connection.execute(
+            insert(delivery_attempts),
+            [
+                {
+                    "outbox_id": r["outbox_id"],
+                    "customer_id": r["customer_id"],
+                    "attempt": r["attempts"],
+                    "at": now,
+                    "outcome": "requeued" if r["status"] == "sending" else "unconfirmed",
+                    "reason": (
+                        f"{r['claimed_by']} stopped before the message was committed"
+                        if r["status"] == "sending"
+                        else f"{r['claimed_by']} stopped after the point of no return"
+                    ),
+                    "worker": worker_id,
+                }
+                for r in rows
+            ],
+        )
+    return len(rows)
+
+
+async def deliver_due(
+    *,
+    workspace: Workspace,
+    delivery: Delivery,
+    now: datetime,
+    max_batches: int | None = None,
+) -> DeliveryReport:
+    """Send every outbox message due at `now`, a batch (`policy.batch_size`) at a time.
+
+    The first call of a `Delivery` first recovers what this worker left claimed when it
+    last stopped (and, on every call, what other senders left past their lease)."""
+    if now.tzinfo is None:
+        raise InvalidInputError([], summary="deliver_due needs an aware datetime")
+    worker = delivery.worker_id
+    recovered = 0
+    if not delivery._recovered:
+        recovered = recover_outbox(workspace=workspace, worker_id=worker, now=now)
+        delivery._recovered = True
+    else:
+        recovered = _recover_expired(workspace, delivery, now)
+    report = DeliveryReport(recovered=recovered)
+    points = _CommitPoints(workspace, worker)
+    try:
+        while max_batches is None or report.batches < max_batches:
+            batch = await _deliver_batch(workspace, delivery, points, now=now)
+            if batch.claimed == 0:
+                break
+            report = report + batch
+            if batch.claimed < delivery.policy.batch_size:
+                break
+    finally:
+        points.close()
+    return report
+
+
+def _recover_expired(workspace: Workspace, delivery: Delivery, now: datetime) -> int:
+    with workspace.state.connect() as connection:
+        stale = connection.execute(
+            select(outbox.c.outbox_id)
+            .where(text("status IN ('sending', 'committing')"), outbox.c.claimed_until < now)
+            .limit(1)
+        ).first()
+    if stale is None:
+        return 0
+    # Another sender's lease ran out; our own live claims are never older than one batch.
+    return recover_outbox(workspace=workspace, worker_id="\x00none", now=now)
+
+
+async def _deliver_batch(
+    workspace: Workspace, delivery: Delivery, points: _CommitPoints, *, now: datetime
+) -> DeliveryReport:
+    policy = delivery.policy
+    with workspace.state.begin() as connection:
+        rows = _claim(
+            connection,
+            now=now,
+            limit=policy.batch_size,
+            worker=delivery.worker_id,
+            lease=policy.lease,
+        )
+    if not rows:
+        return DeliveryReport()
+    with workspace.state.connect() as connection:
+        profiles = _profiles(connection, {int(row["customer_id"]) for row in rows})
+        suppressed, decided = _suppression_and_consent(connection, rows, profiles)
+    decisions: list[_Decision] = []
+    sends = []
+    for row in rows:
+        prepared = _prepare(
+            delivery,
+            row,
+            profiles.get(int(row["customer_id"])),
+            now=now,
+            suppressed=suppressed,
+            decided=decided,
+        )
+        if isinstance(prepared, _Decision):
+            decisions.append(prepared)
+        else:
+            channel, message = prepared
+            sends.append(_send_one(delivery, channel, message, row, points, now=now))
+    decisions.extend(await asyncio.gather(*sends))
+    with workspace.state.begin() as connection:
+        _write(connection, decisions, now=now, worker=delivery.worker_id)
+    counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0, "unconfirmed": 0}
+    for decision in decisions:
+        counts[decision.outcome] += 1
+    return DeliveryReport(
+        claimed=len(rows),
+        sent=counts["sent"] + counts["unconfirmed"],
+        retried=counts["retry"],
+        dead=counts["dead"],
+        skipped=counts["skipped"],
+        unconfirmed=counts["unconfirmed"],
+        batches=1,
+    )
+
+
+def _suppression_and_consent(
+    connection: Connection,
+    rows: Sequence[Mapping[str, Any]],
+    profiles: Mapping[int, Mapping[str, Any]],
+) -> tuple[dict[tuple[str, str], str], dict[tuple[int, str, str], bool]]:
+    addresses: dict[int, str] = {}
+    index = 0
+    for profile in profiles.values():
+        for name in ("email", "phone", "telegram_chat_id"):
+            value = profile.get(name)
+            if value:
+                addresses[index] = str(value)
+                index += 1
+        token = (profile.get("traits") or {}).get("push_token")
+        if token:
+            addresses[index] = str(token)
+            index += 1
+    return _blocked(connection, rows, addresses)
+
+
+async def run_sender(
+    *,
+    workspace: Workspace,
+    delivery: Delivery,
+    clock: Clock,
+    stop: asyncio.Event,
+    idle_seconds: float = 1.0,
+) -> DeliveryReport:
+    """The sender's loop: deliver what is due, sleep `idle_seconds` when nothing was, until
+    `stop` is set. Returns the totals."""
+    total = DeliveryReport()
+    while not stop.is_set():
+        report = await deliver_due(workspace=workspace, delivery=delivery, now=clock.now())
+        total = total + report
+        if report.claimed == 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=idle_seconds)
+    return total
