@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from orbita.cli import customers, generate, imports, segments
+from orbita.cli import customers, deliver, generate, imports, segments, templates
 from orbita.cli.common import (
     DEFAULT_WORKSPACE,
     JsonOption,
@@ -117,6 +117,8 @@ app.command("generate")(generate.generate)
 app.add_typer(customers.app, name="customers")
 app.add_typer(segments.app, name="segments")
 app.command("stages")(segments.stages)
+app.add_typer(templates.app, name="templates")
+app.add_typer(deliver.app, name="deliver")
 
 
 def main() -> None:

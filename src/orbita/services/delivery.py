@@ -35,10 +35,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
 
 from orbita.core.clock import Clock
-from orbita.core.errors import InvalidInputError
+from orbita.core.errors import InvalidInputError, NotFoundError, UserError
+from orbita.core.settings import Settings
 from orbita.model.channels import Channel, WebhookChannel
 from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, OutgoingMessage
 from orbita.model.strategy import Strategy
@@ -47,11 +48,12 @@ from orbita.services.templates import (
     DEFAULT_LOCALE,
     CompiledTemplate,
     MessageContext,
+    RenderedMessage,
     TemplateRenderError,
     compile_templates,
     render_message,
 )
-from orbita.services.workspace import Workspace
+from orbita.services.workspace import Workspace, read_keys
 from orbita.store.state import (
     consents,
     customers,
@@ -722,3 +724,144 @@ async def run_sender(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=idle_seconds)
     return total
+
+
+class BlockingSender:
+    """`deliver_due` for callers without an event loop (a synchronous worker, the demo): one
+    event loop kept for the sender's life, so SMTP connections are reused across calls.
+
+        sender = BlockingSender(delivery=prepare_delivery(...))
+        report = sender.deliver_due(workspace=workspace, now=clock.now())
+        sender.close()
+    """
+
+    def __init__(self, *, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self._runner = asyncio.Runner()
+
+    def deliver_due(
+        self, *, workspace: Workspace, now: datetime, max_batches: int | None = None
+    ) -> DeliveryReport:
+        return self._runner.run(
+            deliver_due(
+                workspace=workspace, delivery=self.delivery, now=now, max_batches=max_batches
+            )
+        )
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            for client in self.delivery.clients.values():
+                await client.close()
+
+        try:
+            self._runner.run(close_all())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> BlockingSender:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def link_secret_for(*, settings: Settings) -> bytes:
+    """The key that signs a workspace's unsubscribe (and later tracking) links: derived from
+    its admin key, so it is stable across restarts and never stored apart from it."""
+    admin = read_keys(settings=settings).admin_key
+    return hashlib.sha256(b"orbita-links\x00" + admin.encode()).digest()
+
+
+# --- preview -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    template: str
+    channel: str
+    customer_id: int
+    to: str | None
+    message: RenderedMessage
+
+
+def preview_message(
+    *,
+    workspace: Workspace,
+    strategy: Strategy,
+    base_dir: Path,
+    template: str,
+    customer: str,
+    variant: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    event: str | None = None,
+) -> Preview:
+    """Exactly what a customer (a user id, or `#<customer id>`) would get from a template,
+    with `properties` standing in for the trigger event's. Nothing is sent or stored."""
+    compiled = compile_templates(strategy=strategy, base_dir=base_dir)
+    found = compiled.get(template)
+    if found is None:
+        known = ", ".join(sorted(compiled)) or "none"
+        raise NotFoundError(f"no template {template!r} in the strategy (templates: {known})")
+    with workspace.state.connect() as connection:
+        query = select(customers)
+        if customer.startswith("#") and customer[1:].isdigit():
+            query = query.where(customers.c.customer_id == int(customer[1:]))
+        else:
+            query = query.where(customers.c.user_id == customer)
+        row = connection.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"no customer {customer!r}")
+    profile = dict(row._mapping)
+    config = strategy.channels[found.channel]
+    key = "preview"
+    outbox_row = {
+        "idempotency_key": key,
+        "journey": "(preview)",
+        "node": "(preview)",
+        "run_id": "(preview)",
+        "variant": variant,
+        "payload": {"trigger_event": event, "properties": dict(properties or {})},
+    }
+    delivery = Delivery(strategy=strategy, templates=compiled, clients={})
+    unsubscribe = "" if found.transactional else _unsubscribe_url(delivery, config, key)
+    try:
+        rendered = render_message(
+            found, variant=variant, context=_context(delivery, outbox_row, profile, unsubscribe)
+        )
+    except TemplateRenderError as error:
+        raise UserError(f"{error} (for customer {customer!r})") from None
+    return Preview(
+        template=template,
+        channel=found.channel,
+        customer_id=int(profile["customer_id"]),
+        to=_address(config, outbox_row, profile),
+        message=rendered,
+    )
+
+
+def outbox_status(*, workspace: Workspace, dead_limit: int = 20) -> dict[str, Any]:
+    """Messages per status and the latest dead letters with their reasons."""
+    with workspace.state.connect() as connection:
+        counts = {
+            str(status): int(n)
+            for status, n in connection.execute(
+                select(outbox.c.status, func.count()).group_by(outbox.c.status)
+            )
+        }
+        dead = [
+            {
+                "outbox_id": row.outbox_id,
+                "journey": row.journey,
+                "template": row.template,
+                "customer_id": row.customer_id,
+                "attempts": row.attempts,
+                "reason": (row.result or {}).get("reason", ""),
+            }
+            for row in connection.execute(
+                select(outbox)
+                .where(outbox.c.status == "dead")
+                .order_by(outbox.c.outbox_id.desc())
+                .limit(dead_limit)
+            )
+        ]
+    return {"counts": counts, "dead": dead}

@@ -1,0 +1,111 @@
+"""`orbita deliver`: send what the outbox holds that is due; `orbita deliver status`: counts
+per status and the latest dead letters with their reasons."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from orbita.channels import open_channels
+from orbita.cli.common import (
+    DEFAULT_WORKSPACE,
+    JsonOption,
+    WorkspaceOption,
+    console,
+    print_json,
+    settings_for,
+    user_errors,
+)
+from orbita.services.delivery import (
+    BlockingSender,
+    link_secret_for,
+    outbox_status,
+    prepare_delivery,
+)
+from orbita.services.strategy import load_strategy, strategy_path
+from orbita.services.workspace import open_workspace
+
+app = typer.Typer(
+    help="Deliver the outbox: send what is due (retries included); `status` shows the queue.",
+    invoke_without_command=True,
+)
+
+StrategyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--strategy", help="Strategy file (default: <workspace>/strategy.yaml).", dir_okay=False
+    ),
+]
+
+
+@app.callback()
+def deliver(
+    ctx: typer.Context,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    strategy: StrategyOption = None,
+    worker_id: Annotated[
+        str, typer.Option(help="This sender's name (its claims carry it).")
+    ] = "sender",
+    as_json: JsonOption = False,
+) -> None:
+    """Send every message due now, then print what happened to them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = settings_for(workspace)
+    with user_errors(workspace=workspace):
+        path = strategy_path(workspace_dir=workspace, path=strategy)
+        loaded = load_strategy(path=path)
+        with open_workspace(settings=settings) as opened:
+            delivery = prepare_delivery(
+                strategy=loaded,
+                base_dir=path.parent,
+                clients=open_channels(loaded.channels, env=dict(os.environ)),
+                worker_id=worker_id,
+                link_secret=link_secret_for(settings=settings),
+            )
+            with BlockingSender(delivery=delivery) as sender:
+                report = sender.deliver_due(workspace=opened, now=datetime.now(UTC))
+    if as_json:
+        print_json(report)
+        return
+    out = console()
+    for name in ("claimed", "sent", "retried", "dead", "skipped", "unconfirmed", "recovered"):
+        out.print(f"{name:<12} {getattr(report, name):>8,}", markup=False, highlight=False)
+
+
+@app.command()
+def status(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption = False) -> None:
+    """Messages per status, and the latest dead letters with the reason each was given up."""
+    with (
+        user_errors(workspace=workspace),
+        open_workspace(settings=settings_for(workspace)) as opened,
+    ):
+        found = outbox_status(workspace=opened)
+    if as_json:
+        print_json(found)
+        return
+    out = console()
+    for name, count in sorted(found["counts"].items()):
+        out.print(f"{name:<12} {count:>8,}", markup=False, highlight=False)
+    if found["dead"]:
+        table = Table("outbox id", "journey", "template", "customer", "attempts", "reason")
+        for row in found["dead"]:
+            table.add_row(
+                *(
+                    str(row[k])
+                    for k in (
+                        "outbox_id",
+                        "journey",
+                        "template",
+                        "customer_id",
+                        "attempts",
+                        "reason",
+                    )
+                )
+            )
+        out.print(table)
