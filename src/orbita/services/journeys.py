@@ -30,6 +30,7 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
+    any_,
     bindparam,
     cast,
     func,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 
 from orbita.core.errors import InvalidInputError, UserError
 from orbita.engine.journeys import (
@@ -62,7 +64,7 @@ from orbita.engine.journeys import (
 from orbita.engine.journeys.run import run_id_for
 from orbita.engine.segments.reference import ReferenceData, evaluate
 from orbita.model.events import EventRecord
-from orbita.model.journeys import BranchStep, Journey, iter_steps, parse_journey
+from orbita.model.journeys import BranchStep, Journey, WaitStep, iter_steps, parse_journey
 from orbita.model.segments import (
     DATE_OPERATORS,
     AllOf,
@@ -297,10 +299,18 @@ class _Profiles:
     """Profiles and segment memberships of a batch's customers: loaded once per batch, and
     only when a decision asks (a wait followed by a send needs neither)."""
 
-    def __init__(self, connection: Connection, customer_ids: Iterable[int], segments: set[str]):
+    def __init__(
+        self,
+        connection: Connection,
+        customer_ids: Iterable[int],
+        segments: set[str],
+        columns: set[str],
+    ):
         self._connection = connection
         self._ids = sorted(set(customer_ids))
         self._segments = sorted(segments)
+        # Profile columns beside traits and time zone that a decision may read.
+        self._columns = sorted(columns & set(customers.c.keys()) - {"traits", "timezone"})
         self._rows: dict[int, dict[str, Any]] | None = None
         self._members: set[tuple[str, int]] | None = None
         # Customers of each trait condition, evaluated once for the whole batch; customers
@@ -313,13 +323,18 @@ class _Profiles:
         if self._rows is None:
             self._rows = {}
             if self._ids:
-                for row in self._connection.execute(
-                    select(customers).where(customers.c.customer_id.in_(self._ids))
-                ):
-                    self._rows[row.customer_id] = {
-                        **row._asdict(),
-                        "traits": dict(row.traits or {}),
-                    }
+                query = select(
+                    customers.c.customer_id,
+                    cast(customers.c.traits, Text).label("traits"),
+                    customers.c.timezone,
+                    *(customers.c[name] for name in self._columns),
+                ).where(_among(self._connection, customers.c.customer_id, self._ids))
+                result = self._connection.execute(query)
+                keys = list(result.keys())
+                for values in result:
+                    row = dict(zip(keys, values, strict=True))
+                    row["traits"] = _json_object(row["traits"])
+                    self._rows[row["customer_id"]] = row
         return self._rows
 
     def trait_holds(self, condition: TraitCondition, customer_id: int, *, now: datetime) -> bool:
@@ -348,7 +363,7 @@ class _Profiles:
                         select(
                             segment_memberships.c.segment, segment_memberships.c.customer_id
                         ).where(
-                            segment_memberships.c.customer_id.in_(self._ids),
+                            _among(self._connection, segment_memberships.c.customer_id, self._ids),
                             segment_memberships.c.segment.in_(self._segments),
                             segment_memberships.c.exited_at.is_(None),
                         )
@@ -390,6 +405,29 @@ class _Facts:
         raise UserError(f"branch conditions on {condition.type} are not supported yet")
 
 
+def _json_object(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        found = orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN and the like, which Python's json writes
+        found = json.loads(text)
+    return dict(found or {})
+
+
+def _profile_columns_used(journeys: Iterable[CompiledJourney]) -> set[str]:
+    """Names a trait condition or a date wait may read from a profile column."""
+    found: set[str] = set()
+    for journey in journeys:
+        for step in iter_steps(journey.journey.steps):
+            if isinstance(step, WaitStep) and step.until_trait:
+                found.add(step.until_trait)
+            if isinstance(step, BranchStep):
+                for arm in step.arms:
+                    found.update(c.trait for c in walk(arm.when) if isinstance(c, TraitCondition))
+    return found
+
+
 def _segments_used(journeys: Iterable[CompiledJourney]) -> set[str]:
     found: set[str] = set()
     for journey in journeys:
@@ -405,6 +443,15 @@ def _segments_used(journeys: Iterable[CompiledJourney]) -> set[str]:
 
 def _is_postgres(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
+
+
+def _among(connection: Connection, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values` for a batch: one array parameter on PostgreSQL (a thousand
+    placeholders cost more to send and plan than the rows), a plain IN on SQLite."""
+    if not _is_postgres(connection):
+        return column.in_(values)
+    element = BigInteger() if isinstance(column.type, Integer) else Text()
+    return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
 
 
 @dataclass
@@ -433,6 +480,7 @@ class _Batch:
             self.connection,
             customer_ids,
             _segments_used(self.journeys.versions.values()),
+            _profile_columns_used(self.journeys.versions.values()),
         )
 
     def facts(self, customer_id: int) -> _Facts:
@@ -855,7 +903,7 @@ def _write_traits(connection: Connection, updates: Sequence[tuple[int, UpdateTra
     written meanwhile is not lost."""
     ids = sorted({customer_id for customer_id, _ in updates})
     query = select(customers.c.customer_id, customers.c.traits).where(
-        customers.c.customer_id.in_(ids)
+        _among(connection, customers.c.customer_id, ids)
     )
     if _is_postgres(connection):
         query = query.with_for_update()
@@ -904,7 +952,7 @@ def handle_events(
         # Always loaded, also to only enter: entry rules need the live runs' keys.
         # Live runs, and ended ones whose goal window is still open (late conversions).
         query = select(RUN_STATE_TEXT).where(
-            journey_runs.c.customer_id.in_(customer_ids),
+            _among(connection, journey_runs.c.customer_id, customer_ids),
             (journey_runs.c.status.in_(RUN_LIVE)) | (journey_runs.c.goal_until >= first),
         )
         if _is_postgres(connection):
@@ -1013,7 +1061,7 @@ def _summaries(
             func.count(),
             func.max(journey_runs.c.entered_at),
         )
-        .where(journey_runs.c.customer_id.in_(customer_ids))
+        .where(_among(connection, journey_runs.c.customer_id, customer_ids))
         .group_by(journey_runs.c.journey, journey_runs.c.customer_id)
     )
     result = {}
@@ -1034,7 +1082,7 @@ def _existing_runs(
         return set()
     return set(
         connection.execute(
-            select(journey_runs.c.run_id).where(journey_runs.c.run_id.in_(wanted))
+            select(journey_runs.c.run_id).where(_among(connection, journey_runs.c.run_id, wanted))
         ).scalars()
     )
 
@@ -1054,7 +1102,7 @@ def advance_due(
     workspace: Workspace,
     journeys: PublishedJourneys,
     now: datetime,
-    limit: int = 1000,
+    limit: int = 2000,
     worker_id: str = "worker",
     max_batches: int | None = None,
 ) -> AdvanceReport:
