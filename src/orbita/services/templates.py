@@ -106,14 +106,23 @@ def _decimal(value: object) -> Decimal:
 @with_context
 def _money(value: object, currency: str | None = None, *, context: RenderContext) -> str:
     code = currency or _setting(context, "currency", DEFAULT_CURRENCY)
-    locale = _locale(_setting(context, "locale", DEFAULT_LOCALE))
-    return str(format_currency(_decimal(value), code.upper(), locale=locale))
+    return _format_money(_decimal(value), code.upper(), _setting(context, "locale", DEFAULT_LOCALE))
+
+
+# Prices repeat across a campaign's messages: Babel's formatting is the costly part.
+@functools.lru_cache(maxsize=8192)
+def _format_money(amount: Decimal, code: str, locale: str) -> str:
+    return str(format_currency(amount, code, locale=_locale(locale)))
 
 
 @with_context
 def _number(value: object, *, context: RenderContext) -> str:
-    locale = _locale(_setting(context, "locale", DEFAULT_LOCALE))
-    return str(format_decimal(_decimal(value), locale=locale))
+    return _format_number(_decimal(value), _setting(context, "locale", DEFAULT_LOCALE))
+
+
+@functools.lru_cache(maxsize=8192)
+def _format_number(amount: Decimal, locale: str) -> str:
+    return str(format_decimal(amount, locale=_locale(locale)))
 
 
 @with_context
