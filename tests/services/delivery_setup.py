@@ -40,13 +40,13 @@ CART_MJML = """<mjml>
 """
 
 
-def strategy_text(port: int, *, extra_channel: str = "", **smtp: Any) -> str:
+def strategy_text(port: int, **smtp: Any) -> str:
     options = "".join(f", {key}: {value}" for key, value in smtp.items())
     return f"""workspace: shop
 timezone: Europe/Kyiv
 channels:
   email: {{type: smtp, host: 127.0.0.1, port: {port}, from: "Shop <shop@example.com>"{options}}}
-{extra_channel}templates:
+templates:
   cart_reminder:
     channel: email
     subject: "{{{{ customer.first_name | default: 'Hi' }}}}, your cart is waiting"
@@ -61,6 +61,10 @@ journeys:
     trigger: {{event: "Product Added"}}
     steps:
       - send: cart_reminder
+  receipts:
+    trigger: {{event: "Order Completed"}}
+    steps:
+      - send: receipt
 """
 
 
@@ -85,6 +89,8 @@ def queue_cart_emails(
     *,
     at: datetime = T0,
     traits: dict[str, dict[str, Any]] | None = None,
+    event: str = "Product Added",
+    tag: str = "",
 ) -> PublishedJourneys:
     """Identify the users (email, first name, locale), then a `Product Added` each: the
     journey queues one cart email per user."""
@@ -109,8 +115,8 @@ def queue_cart_emails(
             "track",
             user,
             at,
-            f"add-{user}",
-            event="Product Added",
+            f"add-{user}{tag}",
+            event=event,
             properties={
                 "products": [
                     {"name": "Linen shirt", "size": "M", "price": 49.9, "sku": f"LS-{i}"},

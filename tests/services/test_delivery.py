@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +240,59 @@ def test_a_dead_senders_claims_are_recovered(workspace: Workspace, tmp_path: Pat
     assert (early.recovered, early.sent) == (0, 0)
     assert (late.recovered, late.sent) == (3, 3)
     assert [outcome for _, outcome, _ in attempts(workspace)][:3] == ["requeued"] * 3
+
+
+def test_quiet_hours_defer_marketing_to_the_morning_in_the_customers_zone(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    evening = datetime(2026, 3, 2, 20, 30, tzinfo=UTC)  # 22:30 in Kyiv (UTC+2)
+    with smtp_server() as (port, server):
+        strategy = write_strategy(tmp_path, port, quiet_hours='{from: "21:00", to: "08:00"}')
+        queue_cart_emails(workspace, strategy, ["u0"], at=evening)
+        queue_cart_emails(
+            workspace, strategy, ["u0"], at=evening, event="Order Completed", tag="-order"
+        )
+        night = deliver(workspace, strategy, tmp_path, now=evening)
+        # The receipt is transactional: it goes at once; the cart email waits.
+        assert [m.message["Subject"] for m in server.messages] == ["Your receipt"]
+        before = deliver(workspace, strategy, tmp_path, now=evening + timedelta(hours=9))
+        morning = deliver(
+            workspace, strategy, tmp_path, now=evening + timedelta(hours=9, minutes=30)
+        )
+        assert len(server.messages) == 2
+    assert (night.sent, night.deferred) == (1, 1)
+    assert before.claimed == 0
+    assert morning.sent == 1
+    cart = next(row for row in outbox_rows(workspace) if row["template"] == "cart_reminder")
+    assert cart["attempts"] == 1  # the deferral used none of its attempts
+    reasons = [reason for _, outcome, reason in attempts(workspace) if outcome == "deferred"]
+    assert reasons == [
+        "quiet hours 21:00-08:00 in Europe/Kyiv: deferred to 2026-03-03T06:00:00+00:00"
+    ]
+
+
+def test_a_frequency_cap_skips_the_third_marketing_email_not_the_receipt(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    with smtp_server() as (port, server):
+        strategy = write_strategy(tmp_path, port, frequency_cap="{messages: 2, per: 7d}")
+        for day in range(3):
+            at = T0 + timedelta(days=day)
+            queue_cart_emails(workspace, strategy, ["u0"], at=at, tag=f"-{day}")
+            deliver(workspace, strategy, tmp_path, now=at)
+        queue_cart_emails(
+            workspace, strategy, ["u0"], at=T0 + timedelta(days=3), event="Order Completed"
+        )
+        deliver(workspace, strategy, tmp_path, now=T0 + timedelta(days=3))
+        # A week after the first, the cap has room again.
+        queue_cart_emails(workspace, strategy, ["u0"], at=T0 + timedelta(days=8), tag="-8")
+        deliver(workspace, strategy, tmp_path, now=T0 + timedelta(days=8))
+        subjects = [m.message["Subject"] for m in server.messages]
+    assert subjects == [
+        "U0, your cart is waiting",
+        "U0, your cart is waiting",
+        "Your receipt",
+        "U0, your cart is waiting",
+    ]
+    skipped = [reason for _, outcome, reason in attempts(workspace) if outcome == "skipped"]
+    assert skipped == ["frequency cap: 2 marketing messages per 1w on email reached"]

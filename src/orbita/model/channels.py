@@ -16,7 +16,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orbita.model.durations import Duration
+from orbita.model.triggers import TimeOfDay
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -30,8 +33,37 @@ def _env_name(value: str | None) -> str | None:
     return value
 
 
+class FrequencyCap(BaseModel):
+    """At most `messages` marketing messages per customer on this channel within `per`
+    (transactional messages are never capped, nor counted)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    messages: int = Field(ge=1)
+    per: Duration
+
+
+class QuietHours(BaseModel):
+    """No marketing message between `from` and `to` in the customer's time zone: it waits
+    for `to` (deferred, never dropped). `{from: "21:00", to: "08:00"}` spans midnight."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    start: TimeOfDay = Field(alias="from")
+    end: TimeOfDay = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("quiet hours start and end at the same time")
+        return self
+
+
 class _Channel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    frequency_cap: FrequencyCap | None = None
+    quiet_hours: QuietHours | None = None
 
     # Sends per second to this provider across the sender's connections (None: no limit).
     rate_per_second: float | None = Field(default=None, gt=0)

@@ -31,9 +31,11 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
 
@@ -42,6 +44,7 @@ from orbita.core.errors import InvalidInputError, NotFoundError, UserError
 from orbita.core.settings import Settings
 from orbita.model.channels import Channel, WebhookChannel
 from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, OutgoingMessage
+from orbita.model.durations import format_duration
 from orbita.model.strategy import Strategy
 from orbita.services.templates import (
     DEFAULT_CURRENCY,
@@ -82,6 +85,7 @@ class DeliveryReport:
     retried: int = 0
     dead: int = 0
     skipped: int = 0
+    deferred: int = 0
     unconfirmed: int = 0
     recovered: int = 0
     batches: int = 0
@@ -318,6 +322,7 @@ def _prepare(
     now: datetime,
     suppressed: Mapping[tuple[str, str], str],
     decided: Mapping[tuple[int, str, str], bool],
+    caps: _Caps,
 ) -> tuple[str, OutgoingMessage] | _Decision:
     """The channel and message for a row, or the decision not to send it."""
     strategy = delivery.strategy
@@ -364,6 +369,27 @@ def _prepare(
             return _Decision(
                 row, "skipped", f"no consent: {template.topic} on {channel} was withdrawn"
             )
+    if not template.transactional:
+        zone = str(profile.get("timezone") or strategy.timezone)
+        quiet = config.quiet_hours
+        wake = quiet_until(now, quiet.start, quiet.end, zone) if quiet is not None else None
+        if wake is not None and quiet is not None:
+            return _Decision(
+                row,
+                "deferred",
+                f"quiet hours {quiet.start:%H:%M}-{quiet.end:%H:%M} in {zone}: "
+                f"deferred to {wake.isoformat()}",
+                next_attempt_at=wake,
+            )
+        cap = config.frequency_cap
+        if cap is not None and not caps.allows(customer_id, channel, cap.messages, cap.per, now):
+            return _Decision(
+                row,
+                "skipped",
+                f"frequency cap: {cap.messages} marketing messages per "
+                f"{format_duration(cap.per)} on {channel} reached",
+            )
+        caps.count(customer_id, channel, now)
     unsubscribe = "" if template.transactional else _unsubscribe_url(delivery, config, key)
     try:
         rendered = render_message(
@@ -387,6 +413,73 @@ def _prepare(
         url=rendered.url,
         unsubscribe_url=unsubscribe or None,
     )
+
+
+def quiet_until(now: datetime, start: time_of_day, end: time_of_day, zone: str) -> datetime | None:
+    """When quiet hours (`start` to `end`, local time in `zone`) that hold at `now` end;
+    None when they do not hold. A window may span midnight."""
+    local = now.astimezone(ZoneInfo(zone))
+    clock = local.time().replace(tzinfo=None)
+    spans_midnight = start > end
+    inside = (start <= clock or clock < end) if spans_midnight else (start <= clock < end)
+    if not inside:
+        return None
+    day = local.date()
+    if spans_midnight and clock >= start:
+        day = day + timedelta(days=1)
+    wake = datetime.combine(day, end, tzinfo=ZoneInfo(zone))
+    # A wall-clock time skipped by a DST change: fold onto the real instant after it.
+    return wake.astimezone(UTC)
+
+
+@dataclass
+class _Caps:
+    """Marketing messages sent to the batch's customers within the caps' windows, per
+    channel, and those this batch adds as it goes."""
+
+    sent: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        connection: Connection,
+        delivery: Delivery,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        now: datetime,
+    ) -> _Caps:
+        windows = [
+            config.frequency_cap.per
+            for config in delivery.strategy.channels.values()
+            if config.frequency_cap is not None
+        ]
+        caps = cls()
+        if not windows:
+            return caps
+        ids = sorted({int(row["customer_id"]) for row in rows})
+        query = select(
+            outbox.c.customer_id, outbox.c.template, outbox.c.channel, outbox.c.sent_at
+        ).where(
+            outbox.c.customer_id.in_(ids),
+            outbox.c.sent_at >= now - max(windows),
+            outbox.c.status == "sent",
+            outbox.c.kind == "send",
+        )
+        for customer_id, template_name, channel, sent_at in connection.execute(query):
+            template = delivery.templates.get(template_name or "")
+            if template is None or template.transactional:
+                continue
+            caps.count(int(customer_id), channel or template.channel, sent_at)
+        return caps
+
+    def allows(
+        self, customer: int, channel: str, messages: int, per: timedelta, now: datetime
+    ) -> bool:
+        recent = self.sent.get((customer, channel), [])
+        return sum(1 for at in recent if at > now - per) < messages
+
+    def count(self, customer: int, channel: str, at: datetime) -> None:
+        self.sent.setdefault((customer, channel), []).append(at)
 
 
 class _CommitPoints:
@@ -461,7 +554,7 @@ async def _send_one(
 
 
 _STATUS = {"sent": "sent", "unconfirmed": "sent", "retry": "queued", "dead": "dead"}
-_STATUS["skipped"] = "skipped"
+_STATUS |= {"skipped": "skipped", "deferred": "queued"}
 
 
 def _write(
@@ -479,6 +572,8 @@ def _write(
             {
                 "b_id": decision.row["outbox_id"],
                 "b_status": _STATUS[decision.outcome],
+                # Quiet hours defer a message without using one of its attempts.
+                "b_refund": 1 if decision.outcome == "deferred" else 0,
                 "b_next": decision.next_attempt_at,
                 "b_sent_at": now if decision.outcome in ("sent", "unconfirmed") else None,
                 "b_provider": result.provider_id if result is not None else None,
@@ -495,6 +590,7 @@ def _write(
         .values(
             # Bind names differ from column names: an executemany UPDATE needs that.
             status=bindparam("b_status"),
+            attempts=outbox.c.attempts - bindparam("b_refund"),
             next_attempt_at=bindparam("b_next"),
             sent_at=bindparam("b_sent_at"),
             provider_id=bindparam("b_provider"),
@@ -653,6 +749,7 @@ async def _deliver_batch(
     with workspace.state.connect() as connection:
         profiles = _profiles(connection, {int(row["customer_id"]) for row in rows})
         suppressed, decided = _suppression_and_consent(connection, rows, profiles)
+        caps = _Caps.load(connection, delivery, rows, now=now)
     decisions: list[_Decision] = []
     sends = []
     for row in rows:
@@ -663,6 +760,7 @@ async def _deliver_batch(
             now=now,
             suppressed=suppressed,
             decided=decided,
+            caps=caps,
         )
         if isinstance(prepared, _Decision):
             decisions.append(prepared)
@@ -672,7 +770,7 @@ async def _deliver_batch(
     decisions.extend(await asyncio.gather(*sends))
     with workspace.state.begin() as connection:
         _write(connection, decisions, now=now, worker=delivery.worker_id)
-    counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0, "unconfirmed": 0}
+    counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0, "unconfirmed": 0, "deferred": 0}
     for decision in decisions:
         counts[decision.outcome] += 1
     return DeliveryReport(
@@ -681,6 +779,7 @@ async def _deliver_batch(
         retried=counts["retry"],
         dead=counts["dead"],
         skipped=counts["skipped"],
+        deferred=counts["deferred"],
         unconfirmed=counts["unconfirmed"],
         batches=1,
     )
