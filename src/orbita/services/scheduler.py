@@ -1,0 +1,241 @@
+"""Entries that no ingested event makes: cron schedules over a segment, dates held in
+traits, and segment entries and exits found by a refresh.
+
+Each entry is a `CustomerEvent` naming its journey, with a synthetic trigger record whose
+message id is (trigger, journey, customer, moment): a window fired twice (a restarted
+`orbita run`, two schedulers) enters nobody twice, because run ids come from it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from orbita.engine.journeys import next_cron_time, next_date_trigger
+from orbita.engine.segments.compile import compile_segment
+from orbita.engine.segments.tables import segment_tables
+from orbita.model.events import EventRecord
+from orbita.model.strategy import Strategy
+from orbita.model.triggers import (
+    SEGMENT_ENTERED_EVENT,
+    SEGMENT_EXITED_EVENT,
+    DateTrigger,
+    ScheduleTrigger,
+    SegmentTrigger,
+)
+from orbita.services.journeys import CustomerEvent, PublishedJourneys
+from orbita.services.segments import sync_customer_snapshot
+from orbita.services.workspace import Workspace
+from orbita.store.state import customers, segment_memberships
+
+SCHEDULE_FIRED = "Journey Scheduled"
+DATE_REACHED = "Journey Date Reached"
+
+
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    customer_id: int
+    user_id: str | None
+    timezone: str | None
+    traits: Mapping[str, Any]
+
+
+def timed_entries(
+    *,
+    workspace: Workspace,
+    strategy: Strategy,
+    journeys: PublishedJourneys,
+    after: datetime,
+    until: datetime,
+) -> list[CustomerEvent]:
+    """Every entry a schedule or date trigger makes in (after, until], in time order."""
+    timed = {
+        name: journey.journey.trigger
+        for name, journey in journeys.current.items()
+        if isinstance(journey.journey.trigger, ScheduleTrigger | DateTrigger)
+    }
+    if not timed or until <= after:
+        return []
+    profiles = _profiles(workspace)
+    if any(isinstance(t, ScheduleTrigger) and t.segment for t in timed.values()):
+        sync_customer_snapshot(workspace=workspace, full=False)
+    entries: list[CustomerEvent] = []
+    for name, trigger in sorted(timed.items()):
+        if isinstance(trigger, ScheduleTrigger):
+            entries.extend(
+                _scheduled(
+                    workspace, strategy, journeys, name, trigger, profiles, after=after, until=until
+                )
+            )
+        elif isinstance(trigger, DateTrigger):
+            entries.extend(_dated(journeys, name, trigger, profiles, after=after, until=until))
+    entries.sort(key=lambda e: (e.record.timestamp, e.journey or "", e.customer_id))
+    return entries
+
+
+def _profiles(workspace: Workspace) -> list[_Profile]:
+    query = select(customers.c.customer_id, customers.c.user_id, customers.c.timezone)
+    with workspace.state.connect() as connection:
+        rows = connection.execute(query.add_columns(customers.c.traits)).all()
+    return [_Profile(int(r[0]), r[1], r[2], r[3] or {}) for r in rows]
+
+
+def _occurrences(cron: str, *, zone: str, after: datetime, until: datetime) -> Iterator[datetime]:
+    moment = next_cron_time(cron, after=after, timezone=zone)
+    while moment <= until:
+        yield moment
+        moment = next_cron_time(cron, after=moment, timezone=zone)
+
+
+def _scheduled(
+    workspace: Workspace,
+    strategy: Strategy,
+    journeys: PublishedJourneys,
+    name: str,
+    trigger: ScheduleTrigger,
+    profiles: list[_Profile],
+    *,
+    after: datetime,
+    until: datetime,
+) -> Iterator[CustomerEvent]:
+    by_zone: dict[str, list[_Profile]] = defaultdict(list)
+    for profile in profiles:
+        if trigger.timezone == "customer":
+            zone = profile.timezone or journeys.timezone
+        else:
+            zone = journeys.timezone if trigger.timezone == "workspace" else trigger.timezone
+        by_zone[zone].append(profile)
+    for zone, members in sorted(by_zone.items()):
+        for moment in _occurrences(trigger.cron, zone=zone, after=after, until=until):
+            wanted = (
+                _members_at(workspace, strategy, trigger.segment, moment)
+                if trigger.segment is not None
+                else None
+            )
+            for profile in members:
+                if wanted is None or profile.customer_id in wanted:
+                    yield _entry(name, profile, moment, kind="schedule", event=SCHEDULE_FIRED)
+
+
+def _dated(
+    journeys: PublishedJourneys,
+    name: str,
+    trigger: DateTrigger,
+    profiles: list[_Profile],
+    *,
+    after: datetime,
+    until: datetime,
+) -> Iterator[CustomerEvent]:
+    for profile in profiles:
+        value = profile.traits.get(trigger.trait)
+        if value is None:
+            continue
+        zone = profile.timezone or journeys.timezone
+        moment = next_date_trigger(trigger, value=value, after=after, timezone=zone)
+        while moment is not None and moment <= until:
+            props = {trigger.trait: value}
+            yield _entry(name, profile, moment, kind="date", event=DATE_REACHED, properties=props)
+            moment = next_date_trigger(trigger, value=value, after=moment, timezone=zone)
+
+
+def _members_at(
+    workspace: Workspace, strategy: Strategy, segment: str, moment: datetime
+) -> set[int]:
+    """The segment's members at `moment`, computed then (as the in-memory runner does), not
+    as of the last refresh: a daily schedule must not wait for the refresh to see a lapse."""
+    expr = compile_segment(
+        strategy.segments[segment],
+        as_of=moment,
+        tables=segment_tables(workspace.events.backend),  # type: ignore[arg-type]
+        segments=strategy.segments,
+        computed_traits=strategy.computed_traits,
+        name=segment,
+    )
+    found = workspace.events.ibis().to_pyarrow(expr.select("customer_id"))
+    return set(found.column("customer_id").to_pylist())
+
+
+def _entry(
+    name: str,
+    profile: _Profile,
+    moment: datetime,
+    *,
+    kind: str,
+    event: str,
+    properties: Mapping[str, Any] | None = None,
+) -> CustomerEvent:
+    record = EventRecord(
+        message_id=f"{kind}:{name}:{profile.customer_id}:{moment.isoformat()}",
+        type="track",
+        name=event,
+        user_id=profile.user_id,
+        anonymous_id=None,
+        properties={"journey": name, **(properties or {})},
+        context={"library": {"name": "orbita"}},
+        timestamp=moment,
+        received_at=moment,
+    )
+    return CustomerEvent(customer_id=profile.customer_id, record=record, journey=name)
+
+
+def segment_changes(
+    *, workspace: Workspace, journeys: PublishedJourneys, as_of: datetime
+) -> list[CustomerEvent]:
+    """The `Segment Entered` / `Segment Exited` events a refresh at `as_of` made, for the
+    segments that journeys trigger on (the refresh stores them; this hands them on)."""
+    watched = sorted(
+        {
+            journey.journey.trigger.segment
+            for journey in journeys.current.values()
+            if isinstance(journey.journey.trigger, SegmentTrigger)
+        }
+    )
+    if not watched:
+        return []
+    table = segment_memberships.c
+    query = (
+        select(table.segment, table.customer_id, table.entered_at, table.exited_at)
+        .where(table.segment.in_(watched))
+        .where(or_(table.entered_at == as_of, table.exited_at == as_of))
+    )
+    with workspace.state.connect() as connection:
+        rows = connection.execute(query).all()
+        ids = _user_ids(connection, {int(r[1]) for r in rows})
+    changes = []
+    for segment, customer_id, entered_at, exited_at in rows:
+        for direction, event, at in (
+            ("entered", SEGMENT_ENTERED_EVENT, entered_at),
+            ("exited", SEGMENT_EXITED_EVENT, exited_at),
+        ):
+            if at != as_of:
+                continue
+            record = EventRecord(
+                message_id=f"segment:{segment}:{direction}:{customer_id}:{as_of.isoformat()}",
+                type="track",
+                name=event,
+                user_id=ids.get(int(customer_id)),
+                anonymous_id=None,
+                properties={"segment": segment},
+                context={"library": {"name": "orbita"}},
+                timestamp=as_of,
+                received_at=as_of,
+            )
+            changes.append(CustomerEvent(customer_id=int(customer_id), record=record))
+    return changes
+
+
+def _user_ids(connection: Any, customer_ids: Iterable[int]) -> dict[int, str | None]:
+    wanted = sorted(customer_ids)
+    found: dict[int, str | None] = {}
+    for start in range(0, len(wanted), 10_000):
+        chunk = wanted[start : start + 10_000]
+        query = select(customers.c.customer_id, customers.c.user_id).where(
+            customers.c.customer_id.in_(chunk)
+        )
+        found.update({int(cid): uid for cid, uid in connection.execute(query)})
+    return found
