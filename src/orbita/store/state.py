@@ -27,6 +27,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     text,
@@ -359,4 +360,26 @@ consents = Table(
     Column("granted", Boolean, nullable=False),
     Column("source", String(200), nullable=False),
     Column("at", AwareDateTime(), nullable=False),
+)
+
+# --- strategy and clock (migration 0005) ---------------------------------------------------
+# Each applied strategy file, whole: `orbita plan` compares a file with the newest one, and
+# every worker reads the strategy from here rather than from a path on its own machine.
+strategy_versions = Table(
+    "strategy_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("digest", String(64), nullable=False),
+    Column("source", String(1000), nullable=False),  # the file's path when applied
+    Column("content", Text, nullable=False),
+    Column("applied_at", AwareDateTime(), nullable=False),
+)
+
+# Small named values of the workspace; `clock` is where `orbita run` left simulated time.
+workspace_values = Table(
+    "workspace_values",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Json, nullable=False),
+    Column("updated_at", AwareDateTime(), nullable=False),
 )
