@@ -220,7 +220,10 @@ def test_branch_conditions_the_store_cannot_answer_are_refused_at_publish(
         "steps": [
             {
                 "branch": [
-                    {"when": {"event": "Order Completed", "count": ">= 1"}, "then": [{"send": "a"}]}
+                    {
+                        "when": {"type": "computed", "computed": "ltv", "op": "gte", "value": 100},
+                        "then": [{"send": "a"}],
+                    }
                 ]
             }
         ],

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import ibis
 import orjson
 from sqlalchemy import (
     JSON,
@@ -62,7 +63,9 @@ from orbita.engine.journeys import (
     on_event,
 )
 from orbita.engine.journeys.run import run_id_for
+from orbita.engine.segments.compile import window_bounds
 from orbita.engine.segments.reference import ReferenceData, evaluate
+from orbita.engine.segments.tables import events_schema
 from orbita.model.events import EventRecord
 from orbita.model.journeys import BranchStep, Journey, WaitStep, iter_steps, parse_journey
 from orbita.model.segments import (
@@ -70,6 +73,7 @@ from orbita.model.segments import (
     AllOf,
     AnyOf,
     Condition,
+    EventCondition,
     Not,
     SegmentRef,
     TraitCondition,
@@ -77,6 +81,7 @@ from orbita.model.segments import (
 )
 from orbita.services.identity import ANONYMOUS, USER
 from orbita.services.workspace import Workspace
+from orbita.store.events import EventStore
 from orbita.store.state import (
     LIVE_RUNS,
     RUN_LIVE,
@@ -91,9 +96,9 @@ from orbita.store.state import (
     segment_memberships,
 )
 
-# Branch conditions answered from the state store today; event aggregates and the rest
-# need the event store and come with the segment-backed facts.
-SUPPORTED_CONDITIONS = (TraitCondition, SegmentRef, AllOf, AnyOf, Not)
+# Branch conditions a worker answers: traits and segment membership from the state store,
+# event aggregates from the event store (both for the whole batch at once).
+SUPPORTED_CONDITIONS = (TraitCondition, SegmentRef, EventCondition, AllOf, AnyOf, Not)
 
 
 # What a run never changes after its insert: left out of updates (binding parameters is
@@ -181,7 +186,7 @@ def _check_conditions(name: str, journey: Journey) -> None:
                 if not isinstance(condition, SUPPORTED_CONDITIONS):
                     raise UserError(
                         f"journey {name}: branch conditions on {condition.type} are not "
-                        "supported yet (use trait or segment conditions)"
+                        "supported yet (use trait, segment or event conditions)"
                     )
 
 
@@ -295,6 +300,81 @@ def resolve_customers(
 # --- branch facts --------------------------------------------------------------------------
 
 
+class _EventHistory:
+    """Events that branch conditions read, from the event store: per (event name, message
+    type), one query for all of a batch's customers over the widest window asked so far
+    (a condition whose window reaches further fetches again, wider)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._backend: Any = None  # opened at the first question, kept for the next batches
+        self._customers: tuple[int, ...] = ()
+        # (name, type) -> (start or None, end, events by customer) for `_customers`
+        self._fetched: dict[
+            tuple[str, str], tuple[datetime | None, datetime, dict[int, list[dict[str, Any]]]]
+        ] = {}
+
+    def events(
+        self,
+        condition: EventCondition,
+        customer_ids: Sequence[int],
+        *,
+        start: datetime | None,
+        end: datetime,
+    ) -> dict[int, list[dict[str, Any]]]:
+        if tuple(customer_ids) != self._customers:  # the next batch: forget the last one's
+            self._customers = tuple(customer_ids)
+            self._fetched = {}
+        key = (condition.event, condition.message_type)
+        known = self._fetched.get(key)
+        if known is not None:
+            known_start, known_end, found = known
+            if end <= known_end and (
+                known_start is None or (start is not None and start >= known_start)
+            ):
+                return found
+            # Widen to cover both: windows of one batch differ by the runs' wake times.
+            start = None if start is None or known_start is None else min(start, known_start)
+            end = max(end, known_end)
+        found = self._query(condition, customer_ids, start=start, end=end)
+        self._fetched[key] = (start, end, found)
+        return found
+
+    def _query(
+        self,
+        condition: EventCondition,
+        customer_ids: Sequence[int],
+        *,
+        start: datetime | None,
+        end: datetime,
+    ) -> dict[int, list[dict[str, Any]]]:
+        if self._backend is None:
+            self._backend = self._store.ibis()
+        schema = events_schema("postgres" if self._store.backend == "postgres" else "duckdb")
+        table = ibis.table(schema, name="events")
+        filters = [
+            table.customer_id.isin(list(customer_ids)),
+            table.name == condition.event,
+            table.type == condition.message_type,
+            table.timestamp <= end,
+        ]
+        if start is not None:
+            filters.append(table.timestamp > start)
+        query = table.filter(*filters).select(
+            "customer_id",
+            "message_id",
+            "type",
+            "name",
+            table.properties.cast("string").name("properties"),
+            "timestamp",
+        )
+        found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in self._backend.to_pyarrow(query).to_pylist():
+            row["properties"] = _json_object(row["properties"])
+            found[int(row["customer_id"])].append(row)
+        return dict(found)
+
+
 class _Profiles:
     """Profiles and segment memberships of a batch's customers: loaded once per batch, and
     only when a decision asks (a wait followed by a send needs neither)."""
@@ -305,8 +385,10 @@ class _Profiles:
         customer_ids: Iterable[int],
         segments: set[str],
         columns: set[str],
+        history: _EventHistory | None = None,
     ):
         self._connection = connection
+        self._history = history
         self._ids = sorted(set(customer_ids))
         self._segments = sorted(segments)
         # Profile columns beside traits and time zone that a decision may read.
@@ -351,6 +433,17 @@ class _Profiles:
             members = evaluate(condition, as_of=now, data=ReferenceData(events=[], customers=rows))
             self._trait_members[id(condition)] = members
         return customer_id in members
+
+    def event_holds(self, condition: EventCondition, customer_id: int, *, now: datetime) -> bool:
+        """The condition at `now` over the customer's events, fetched for the whole batch."""
+        if self._history is None:
+            raise UserError("branch conditions on events need the event store")
+        start, end = window_bounds(condition.window, as_of=now)
+        events = self._history.events(condition, self._ids, start=start, end=end)
+        data = ReferenceData(
+            events=events.get(customer_id, ()), customers=[{"customer_id": customer_id}]
+        )
+        return customer_id in evaluate(condition, as_of=now, data=data)
 
     @property
     def members(self) -> set[tuple[str, int]]:
@@ -402,6 +495,8 @@ class _Facts:
             return (condition.segment, self.customer_id) in self.profiles.members
         if isinstance(condition, TraitCondition):
             return self.profiles.trait_holds(condition, self.customer_id, now=now)
+        if isinstance(condition, EventCondition):
+            return self.profiles.event_holds(condition, self.customer_id, now=now)
         raise UserError(f"branch conditions on {condition.type} are not supported yet")
 
 
@@ -469,6 +564,7 @@ class _Batch:
     conversion_rows: list[dict[str, Any]] = field(default_factory=list)
     updates_of: list[tuple[int, UpdateTrait]] = field(default_factory=list)
     profiles: _Profiles | None = None
+    history: _EventHistory | None = None
     # When each run was last decided about, and which runs had already ended when loaded.
     decided_at: dict[str, datetime] = field(default_factory=dict)
     ended_before: set[str] = field(default_factory=set)
@@ -481,6 +577,7 @@ class _Batch:
             customer_ids,
             _segments_used(self.journeys.versions.values()),
             _profile_columns_used(self.journeys.versions.values()),
+            self.history,
         )
 
     def facts(self, customer_id: int) -> _Facts:
@@ -947,7 +1044,9 @@ def handle_events(
     first = ordered[0].record.timestamp
     with workspace.state.begin() as connection:
         _begin_write(connection)
-        batch = _Batch(connection=connection, journeys=journeys)
+        batch = _Batch(
+            connection=connection, journeys=journeys, history=_EventHistory(workspace.events)
+        )
         by_customer: dict[int, list[str]] = defaultdict(list)
         # Always loaded, also to only enter: entry rules need the live runs' keys.
         # Live runs, and ended ones whose goal window is still open (late conversions).
@@ -1117,6 +1216,7 @@ def advance_due(
         raise InvalidInputError([], summary="advance_due needs an aware datetime")
     totals = {"claimed": 0, "batches": 0, "messages": 0, "suppressed": 0}
     totals.update(conversions=0, ended=0)
+    history = _EventHistory(workspace.events)
     while max_batches is None or totals["batches"] < max_batches:
         with workspace.state.begin() as connection:
             _begin_write(connection)
@@ -1137,7 +1237,9 @@ def advance_due(
             ]
             if not states:
                 break
-            batch = _Batch(connection=connection, journeys=journeys, worker_id=worker_id)
+            batch = _Batch(
+                connection=connection, journeys=journeys, worker_id=worker_id, history=history
+            )
             batch.load_profiles(state.customer_id for state in states)
             for state in states:
                 batch.load(state)
