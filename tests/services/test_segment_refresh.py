@@ -3,9 +3,13 @@ idempotent re-runs, Segment Entered / Exited stored once, stages by first match.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
+import ibis
 import pyarrow as pa
 import pytest
-from segment_helpers import day, identify, order, store, strategy
+from segment_helpers import day, identify, order, record, store, strategy
 from sqlalchemy import func, select
 
 from orbita.core.errors import NotFoundError, UserError
@@ -16,6 +20,7 @@ from orbita.services.segments import (
     preview_segment,
     refresh_segments,
     segment_members,
+    sync_customer_snapshot,
 )
 from orbita.services.workspace import Workspace
 from orbita.store.state import segment_memberships, segment_refreshes, stage_history
@@ -200,3 +205,37 @@ def test_stages_first_match_wins_and_the_transition_matrix_counts_moves(
             .where(stage_history.c.exited_at.is_(None))
         ).scalar_one()
     assert open_rows == 3  # one current stage per customer
+
+
+def snapshot(workspace: Workspace) -> dict[str, str | None]:
+    """user id ("" for an anonymous profile) -> country, as the event store's customers
+    snapshot holds them."""
+    table = ibis.table({"user_id": "string", "traits": "json"}, name="customers")
+    text_form = table.select("user_id", traits=table.traits.cast("string"))
+    rows = workspace.events.ibis().to_pyarrow(text_form).to_pylist()
+    return {row["user_id"] or "": json.loads(row["traits"]).get("country") for row in rows}
+
+
+def test_the_scheduled_snapshot_copies_only_changed_new_and_gone_profiles(
+    workspace: Workspace,
+) -> None:
+    anonymous_view = replace(record("", "Product Viewed", day(1)), user_id=None, anonymous_id="x")
+    store(
+        workspace,
+        identify("ann", country="UA"),
+        identify("bob", country="PL"),
+        identify("cid", country="DE"),
+        anonymous_view,
+    )
+    assert sync_customer_snapshot(workspace=workspace) == 4  # the first copy is full
+    # Nothing changed: only the profile with events in the last SNAPSHOT_LAG is read again.
+    assert sync_customer_snapshot(workspace=workspace, full=False) == 1
+    ann_moved = record("ann", None, day(2), kind="identify", properties={"country": "PL"})
+    # "x" turns out to be bob: the anonymous profile is merged into bob's and is gone.
+    bob_was_x = replace(record("bob", None, day(3), kind="identify"), anonymous_id="x")
+    store(workspace, ann_moved, identify("dan", at=day(2), country="UA"), bob_was_x)
+    assert sync_customer_snapshot(workspace=workspace, full=False) == 3  # ann, dan, bob
+    expected = {"ann": "PL", "bob": "PL", "cid": "DE", "dan": "UA"}
+    assert snapshot(workspace) == expected
+    sync_customer_snapshot(workspace=workspace)
+    assert snapshot(workspace) == expected

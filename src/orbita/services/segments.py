@@ -12,9 +12,11 @@ Each refresh row records the size and a checksum of the members; the analytic co
 checked against them at the start of every refresh and rebuilt from the record when they
 disagree (a crash between the two writes), so the record is always what decides.
 
-Write order: events, then the record, then the analytic copy. A crash after the events
-re-emits them at the next refresh; with the same `as_of` their messageIds are the same and
-the store keeps them once.
+Write order: each segment's analytic copy as it is computed (segments and stages later in
+the refresh read it), then every segment's events in one append, then the record of all of
+them in one transaction. A crash before the record leaves copies that disagree with it: the
+next refresh rebuilds them from the record, computes the same differences and emits them
+again; with the same `as_of` their messageIds are the same and the store keeps them once.
 """
 
 from __future__ import annotations
@@ -23,25 +25,24 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import ibis
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, text, update
 
 from orbita.core.errors import NotFoundError, UserError
 from orbita.engine.rfm import rfm_expr
 from orbita.engine.segments.compile import compile_segment, to_sql
 from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
-from orbita.model.events import EventRecord
 from orbita.model.segments import RfmCell, Segment, dependency_order, referenced_segments, walk
 from orbita.model.strategy import Strategy
 from orbita.services.identity import ANONYMOUS
-from orbita.services.ingest import store_records
 from orbita.services.workspace import Workspace
-from orbita.store.events.base import CUSTOMER_SCHEMA
+from orbita.store.events.base import CUSTOMER_SCHEMA, EVENT_SCHEMA
 from orbita.store.state import (
     customers,
     identities,
@@ -105,57 +106,110 @@ class SegmentPreview:
 # --- the analytic store's inputs -------------------------------------------------------------
 
 
-def sync_customer_snapshot(*, workspace: Workspace, full: bool = True) -> int:
-    """Copy every profile from the state store into the event store's `customers` table;
-    the number copied (0: the copy was current and `full` was False).
+# Profiles are written just after their events (services/ingest.py): customers whose
+# events arrived this long before the last snapshot are read again, so a profile committed
+# a moment after the snapshot read it is not missed.
+SNAPSHOT_LAG = timedelta(minutes=5)
+_OWN_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED)
 
-    A full copy, since an incremental one by updated_at would miss changes: updated_at
-    follows the events' own timestamps (history arrives out of order) and merges delete
-    profiles. It takes seconds at 1 M profiles (bench/segments.py), so the schedule
-    (`full=False`) first compares count, highest id and latest updated_at of both sides and
-    copies only when they differ; a trait changed by an identify older than the profile's
-    updated_at then waits for the next full copy (every on-demand refresh makes one).
+
+def sync_customer_snapshot(*, workspace: Workspace, full: bool = True) -> int:
+    """Bring the event store's `customers` table (the profiles segment queries join) up to
+    date with the state store; the number of profiles copied.
+
+    `full` copies every profile (seconds at 1 M profiles). Otherwise only what changed since
+    the last copy: a profile changes through the events that carry its identify traits,
+    aliases and merges, so the customers with events received since then (less
+    SNAPSHOT_LAG) are copied again, with every customer newer than the snapshot; profiles
+    that are gone (merged away, erased) are found by count and dropped. Trait updates that
+    come with no event (a journey's `update` step) wait for the next full copy, which
+    every on-demand refresh makes.
     """
-    if not full and _fingerprint(workspace, state=True) == _fingerprint(workspace, state=False):
-        return 0
+    mark = _latest_received(workspace)
+    since = None if full else workspace.events.snapshot_mark()
+    if since is None:
+        table = _read_profiles(workspace, where="", params={})
+        workspace.events.sync_customers(table, mark=mark or _EPOCH)
+        return int(table.num_rows)
+    changed = _customers_with_events_since(workspace, since - SNAPSHOT_LAG)
+    top = _snapshot_top(workspace)
+    parts = [_read_profiles(workspace, where="WHERE customer_id > :top", params={"top": top})]
+    for chunk in _chunks([cid for cid in changed.to_pylist() if cid <= top]):
+        marks = {f"c{i}": cid for i, cid in enumerate(chunk)}
+        where = f"WHERE customer_id IN ({', '.join(':' + m for m in marks)})"
+        parts.append(_read_profiles(workspace, where=where, params=marks))
+    table = pa.concat_tables(parts)
+    workspace.events.update_customers(table, remove=changed, mark=mark or since)
+    copied = int(table.num_rows)
+    stale = _stale_snapshot_ids(workspace)
+    if len(stale):
+        workspace.events.update_customers(
+            table.schema.empty_table(), remove=stale, mark=mark or since
+        )
+    return copied
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _events_table() -> Expr:
+    return ibis.table(
+        {"customer_id": "int64", "name": "string", "received_at": "timestamp('UTC')"},
+        name="events",
+    )
+
+
+def _latest_received(workspace: Workspace) -> datetime | None:
+    events = _events_table()
+    found = workspace.events.ibis().to_pyarrow(events.received_at.max()).as_py()
+    return found if isinstance(found, datetime) else None
+
+
+def _customers_with_events_since(workspace: Workspace, since: datetime) -> pa.Array:
+    events = _events_table()
+    recent = events.filter(
+        events.received_at > ibis.literal(since, type="timestamp('UTC')"),
+        events.name.isnull() | ~events.name.isin(list(_OWN_EVENTS)),
+    )
+    rows = workspace.events.ibis().to_pyarrow(recent.select("customer_id").distinct())
+    return rows.column("customer_id").combine_chunks()
+
+
+def _snapshot_top(workspace: Workspace) -> int:
+    snapshot = ibis.table({"customer_id": "int64"}, name="customers")
+    found = workspace.events.ibis().to_pyarrow(snapshot.customer_id.max()).as_py()
+    return int(found or 0)
+
+
+def _stale_snapshot_ids(workspace: Workspace) -> pa.Array:
+    """Snapshot customers the state store no longer has (merged away, erased elsewhere):
+    none when the counts agree, which is the rule."""
+    snapshot = ibis.table({"customer_id": "int64"}, name="customers")
+    backend = workspace.events.ibis()
+    in_snapshot = int(backend.to_pyarrow(snapshot.count()).as_py())
+    with workspace.state.connect() as connection:
+        in_state = int(connection.execute(select(func.count()).select_from(customers)).scalar_one())
+        if in_snapshot == in_state:
+            return pa.array([], pa.int64())
+        kept = pa.array(
+            connection.execute(select(customers.c.customer_id)).scalars().all(), pa.int64()
+        )
+    ids = backend.to_pyarrow(snapshot.select("customer_id")).column("customer_id")
+    return ids.filter(pc.invert(pc.is_in(ids, value_set=kept))).combine_chunks()
+
+
+def _read_profiles(workspace: Workspace, *, where: str, params: dict[str, Any]) -> pa.Table:
     columns = ", ".join(CUSTOMER_SCHEMA.names[:-3])
-    statement = (
+    statement = text(
         f"SELECT {columns}, CAST(traits AS TEXT), created_at, updated_at FROM customers "
-        "ORDER BY customer_id"
+        f"{where} ORDER BY customer_id"
     )
     batches: list[pa.RecordBatch] = []
     with workspace.state.connect() as connection:
-        result = connection.exec_driver_sql(statement)
+        result = connection.execute(statement, params)
         while rows := result.fetchmany(100_000):
             batches.append(_customer_batch(rows))
-    table = pa.Table.from_batches(batches, schema=CUSTOMER_SCHEMA)
-    workspace.events.sync_customers(table)
-    return int(table.num_rows)
-
-
-def _fingerprint(workspace: Workspace, *, state: bool) -> tuple[int, int, str]:
-    row: tuple[Any, ...]
-    if state:
-        with workspace.state.connect() as connection:
-            row = connection.execute(
-                select(
-                    func.count(),
-                    func.max(customers.c.customer_id),
-                    func.max(customers.c.updated_at),
-                )
-            ).one()
-            row = tuple(row)
-    else:
-        snapshot = ibis.table(
-            {"customer_id": "int64", "updated_at": "timestamp('UTC')"}, name="customers"
-        )
-        stats = snapshot.aggregate(
-            n=snapshot.count(), top=snapshot.customer_id.max(), last=snapshot.updated_at.max()
-        )
-        found = workspace.events.ibis().to_pyarrow(stats).to_pylist()[0]
-        row = (found["n"], found["top"], found["last"])
-    count, top, last = row
-    return int(count or 0), int(top or 0), last.isoformat() if last is not None else ""
+    return pa.Table.from_batches(batches, schema=CUSTOMER_SCHEMA)
 
 
 def _customer_batch(rows: Sequence[Any]) -> pa.RecordBatch:
@@ -240,6 +294,7 @@ def refresh_segments(
         for report in refresher.stages():
             reports.append(report)
             note(report.name, report.seconds)
+    refresher.commit(note)
     return reports
 
 
@@ -309,6 +364,7 @@ class _Refresher:
         self.tables = segment_tables(self.dialect)
         self.backend = workspace.events.ibis()
         self.last = _last_refreshes(workspace)
+        self.pending: list[_Change] = []
 
     def compile(self, segment: Segment, *, name: str | None, inline: bool) -> Expr:
         resolve = None if inline else self._resolve
@@ -371,27 +427,23 @@ class _Refresher:
         checksum = _checksum_after(previous, entered, exited)
         changed = bool(len(entered) or len(exited)) or previous is None or previous.hash != digest
         if changed:
-            if kind == "segment":
-                self._emit(name, entered, exited)
-            with self.workspace.state.begin() as connection:
-                if kind == "segment":
-                    _record_segment(connection, name, self.as_of, entered, exited)
-                else:
-                    _record_stage(connection, name, self.as_of, entered, exited)
-                connection.execute(
-                    insert(segment_refreshes).values(
-                        segment=key,
-                        as_of=self.as_of,
-                        size=size,
-                        entered=len(entered),
-                        exited=len(exited),
-                        definition_hash=digest,
-                        checksum=checksum,
-                        refreshed_at=self.workspace.clock.now(),
-                    )
-                )
+            # The analytic copy first: segments and stages later in this refresh read it.
+            # The events and the record follow for all of them at once (`commit`); a crash
+            # before then leaves copies that disagree with the record, which the next
+            # refresh rebuilds from the record before it computes (and emits) again.
             if len(entered) or len(exited):
                 self.workspace.events.apply_members(key=key, entered=entered, exited=exited)
+            self.pending.append(
+                _Change(
+                    name=name,
+                    kind=kind,
+                    entered=entered,
+                    exited=exited,
+                    size=size,
+                    checksum=checksum,
+                    digest=digest,
+                )
+            )
         return RefreshReport(
             name=name,
             kind=kind,
@@ -404,37 +456,115 @@ class _Refresher:
             seconds=time.perf_counter() - started,
         )
 
-    def _emit(self, name: str, entered: pa.Array, exited: pa.Array) -> None:
-        """`Segment Entered` / `Segment Exited` for journeys to trigger on; the messageId is
+    def commit(self, note: Callable[[str, float], None]) -> None:
+        """Every segment's `Segment Entered/Exited` events in one append, then the record
+        of every segment and stage in one transaction."""
+        if not self.pending:
+            return
+        started = time.perf_counter()
+        events = self._events([c for c in self.pending if c.kind == "segment"])
+        if events.num_rows:
+            self.workspace.events.append(events)
+        note("events", time.perf_counter() - started)
+        started = time.perf_counter()
+        now = self.workspace.clock.now()
+        with self.workspace.state.begin() as connection:
+            for change in self.pending:
+                if change.kind == "segment":
+                    _record_segment(
+                        connection, change.name, self.as_of, change.entered, change.exited
+                    )
+                else:
+                    _record_stage(
+                        connection, change.name, self.as_of, change.entered, change.exited
+                    )
+            connection.execute(
+                insert(segment_refreshes),
+                [
+                    {
+                        "segment": change.key,
+                        "as_of": self.as_of,
+                        "size": change.size,
+                        "entered": len(change.entered),
+                        "exited": len(change.exited),
+                        "definition_hash": change.digest,
+                        "checksum": change.checksum,
+                        "refreshed_at": now,
+                    }
+                    for change in self.pending
+                ],
+            )
+        self.pending = []
+        note("record", time.perf_counter() - started)
+
+    def _events(self, changes: Sequence[_Change]) -> pa.Table:
+        """`Segment Entered` / `Segment Exited` for journeys to trigger on, built as one
+        Arrow table (the customers are known: no identity resolution). The messageId is
         (segment, customer, direction, as_of), so a re-run stores each one once."""
         moment = self.as_of.isoformat()
-        now = self.workspace.clock.now()
-        ids = _ids_of(self.workspace, pa.concat_arrays([entered, exited]).to_pylist())
-        records = []
-        for direction, event, members in (
-            ("entered", SEGMENT_ENTERED, entered),
-            ("exited", SEGMENT_EXITED, exited),
-        ):
-            for customer_id in members.to_pylist():
-                found = ids.get(customer_id)
-                if found is None:
-                    continue  # erased or merged since: nobody to tell
-                user_id, anonymous_id = found
-                records.append(
-                    EventRecord(
-                        message_id=f"segment:{name}:{direction}:{customer_id}:{moment}",
-                        type="track",
-                        name=event,
-                        user_id=user_id,
-                        anonymous_id=anonymous_id,
-                        properties={"segment": name},
-                        context={"library": {"name": "orbita"}},
-                        timestamp=self.as_of,
-                        received_at=now,
-                    )
-                )
-        for start in range(0, len(records), 50_000):
-            store_records(workspace=self.workspace, records=records[start : start + 50_000])
+        every = [c.entered for c in changes] + [c.exited for c in changes]
+        ids = _ids_of(
+            self.workspace,
+            pa.concat_arrays(every).to_pylist() if every else [],
+        )
+        message_ids: list[str] = []
+        customer_ids: list[int] = []
+        user_ids: list[str | None] = []
+        anonymous_ids: list[str | None] = []
+        names: list[str] = []
+        properties: list[str] = []
+        for change in changes:
+            segment = orjson.dumps({"segment": change.name}).decode()
+            for direction, event, members in (
+                ("entered", SEGMENT_ENTERED, change.entered),
+                ("exited", SEGMENT_EXITED, change.exited),
+            ):
+                for customer_id in members.to_pylist():
+                    found = ids.get(customer_id)
+                    if found is None:
+                        continue  # erased or merged since: nobody to tell
+                    message_ids.append(f"segment:{change.name}:{direction}:{customer_id}:{moment}")
+                    customer_ids.append(customer_id)
+                    user_ids.append(found[0])
+                    anonymous_ids.append(found[1])
+                    names.append(event)
+                    properties.append(segment)
+        rows = len(message_ids)
+        return pa.table(
+            {
+                "message_id": message_ids,
+                "customer_id": customer_ids,
+                "user_id": user_ids,
+                "anonymous_id": anonymous_ids,
+                "type": ["track"] * rows,
+                "name": names,
+                "properties": properties,
+                "context": [_CONTEXT] * rows,
+                "timestamp": [self.as_of] * rows,
+                "received_at": [self.workspace.clock.now()] * rows,
+            },
+            schema=EVENT_SCHEMA,
+        )
+
+
+_CONTEXT = orjson.dumps({"library": {"name": "orbita"}}).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One segment's or stage's difference, waiting for its events and record."""
+
+    name: str
+    kind: Kind
+    entered: pa.Array
+    exited: pa.Array
+    size: int
+    checksum: int
+    digest: str
+
+    @property
+    def key(self) -> str:
+        return self.name if self.kind == "segment" else _stage_key(self.name)
 
 
 def _ids_of(

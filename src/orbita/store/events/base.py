@@ -178,8 +178,18 @@ class EventStore(Protocol):
 
     # -- tables the segment queries read beside `events` (engine/segments/tables.py) --------
 
-    def sync_customers(self, customers: pa.Table) -> None:
-        """Replace the `customers` snapshot (CUSTOMER_SCHEMA) that segment queries join."""
+    def sync_customers(self, customers: pa.Table, *, mark: datetime | None = None) -> None:
+        """Replace the `customers` snapshot (CUSTOMER_SCHEMA) that segment queries join;
+        `mark`: the latest received_at of the events it reflects (see `snapshot_mark`)."""
+        ...
+
+    def update_customers(self, customers: pa.Table, *, remove: pa.Array, mark: datetime) -> None:
+        """Replace these customers' rows of the snapshot (and drop those in `remove`) and
+        move the mark, in one transaction."""
+        ...
+
+    def snapshot_mark(self) -> datetime | None:
+        """The mark of the last snapshot write; None: no snapshot yet (a full copy is due)."""
         ...
 
     def put_rfm_cells(self, cells: pa.Table) -> None:

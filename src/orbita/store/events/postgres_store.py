@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 CREATE TABLE IF NOT EXISTS segment_members (segment text NOT NULL, customer_id bigint NOT NULL);
 CREATE INDEX IF NOT EXISTS ix_segment_members ON segment_members (segment, customer_id);
+CREATE TABLE IF NOT EXISTS derived_marks (name text PRIMARY KEY, marked_at timestamptz NOT NULL);
 """
 # The profile snapshot, for an event database apart from the state database; in the state
 # database itself, segment queries read the state's own `customers` table (same columns).
@@ -187,13 +189,30 @@ class PostgresEventStore:
             database=url.database,
         )
 
-    def sync_customers(self, customers: pa.Table) -> None:
+    def sync_customers(self, customers: pa.Table, *, mark: datetime | None = None) -> None:
         with self._connection() as conn, conn.cursor() as cur:
-            if _shares_state(conn):
-                return  # the state store's own table: already current
-            cur.execute(_CUSTOMERS)
-            cur.execute("DELETE FROM customers")
-            self._copy(cur, "customers", customers)
+            if not _shares_state(conn):  # else the state store's own table: always current
+                cur.execute(_CUSTOMERS)
+                cur.execute("DELETE FROM customers")
+                self._copy(cur, "customers", customers)
+            if mark is not None:
+                _set_mark(cur, "customers", mark)
+
+    def update_customers(self, customers: pa.Table, *, remove: pa.Array, mark: datetime) -> None:
+        with self._connection() as conn, conn.cursor() as cur:
+            if not _shares_state(conn):
+                gone = pa.array(remove, pa.int64()).to_pylist()
+                gone += customers.column("customer_id").to_pylist()
+                cur.execute("DELETE FROM customers WHERE customer_id = ANY(%s)", [gone])
+                self._copy(cur, "customers", customers)
+            _set_mark(cur, "customers", mark)
+
+    def snapshot_mark(self) -> datetime | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT marked_at FROM derived_marks WHERE name = 'customers'"
+            ).fetchone()
+        return row[0] if row else None
 
     def put_rfm_cells(self, cells: pa.Table) -> None:
         with self._connection() as conn, conn.cursor() as cur:
@@ -231,6 +250,14 @@ class PostgresEventStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _set_mark(cur: psycopg.Cursor[Any], name: str, at: datetime) -> None:
+    cur.execute(
+        "INSERT INTO derived_marks VALUES (%s, %s) "
+        "ON CONFLICT (name) DO UPDATE SET marked_at = excluded.marked_at",
+        [name, at],
+    )
 
 
 def _shares_state(conn: psycopg.Connection[Any]) -> bool:
