@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from orbita.core.settings import normalise_postgres_url
@@ -85,6 +86,26 @@ def test_reassign_and_delete(store: EventStore) -> None:
     assert store.count() == 0
 
 
+def test_retries_mixed_with_new_events_store_only_the_new_in_order(store: EventStore) -> None:
+    first = records(6)
+    store.append(event_table(first[:4], [1] * 4))
+    retry = [first[5], first[1], first[4], first[3], first[5]]  # m5 twice, m1 and m3 stored
+    assert store.append(event_table(retry, [1] * 5)) == {"m4", "m5"}
+    assert store.count() == 6
+    assert [e.message_id for e, _ in store.page(customer_id=1, limit=10)] == [
+        f"m{i}" for i in reversed(range(6))
+    ]
+
+
+def test_an_erased_event_sent_again_is_stored_again_once(store: EventStore) -> None:
+    store.append(event_table(records(3), [1, 1, 2]))
+    assert store.delete_customers(customer_ids=[1]) == 2
+    assert store.append(event_table(records(3), [3, 3, 3])) == {"m0", "m1"}
+    assert store.append(event_table(records(3), [3, 3, 3])) == set()
+    assert store.count(customer_id=3) == 2
+    assert store.existing_message_ids(["m0", "m1", "m2", "m3"]) == {"m0", "m1", "m2"}
+
+
 def test_existing_message_ids(store: EventStore) -> None:
     store.append(event_table(records(2), [1, 1]))
     assert store.existing_message_ids(["m0", "m1", "m2"]) == {"m0", "m1"}
@@ -98,6 +119,63 @@ def test_ibis_reads_the_same_events(store: EventStore) -> None:
         {"customer_id": 1, "n": 3},
         {"customer_id": 2, "n": 3},
     ]
+
+
+def test_duckdb_deduplicates_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    store = DuckDBEventStore(path)
+    store.append(event_table(records(3), [1] * 3))
+    store.close()
+    store = DuckDBEventStore(path)
+    try:
+        assert store.append(event_table(records(5), [1] * 5)) == {"m3", "m4"}
+        assert store.count() == 5
+    finally:
+        store.close()
+
+
+def test_duckdb_rehashes_keys_when_the_hash_function_changes(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    store = DuckDBEventStore(path)
+    store.append(event_table(records(3), [1] * 3))
+    store.close()
+    # what a DuckDB release hashing differently would look like: every stored key is stale
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE events SET message_key = message_key + 1")
+    con.execute("UPDATE event_key_hash SET probe = probe + 1")
+    con.close()
+    store = DuckDBEventStore(path)
+    try:
+        assert store.append(event_table(records(4), [1] * 4)) == {"m3"}
+        assert store.count() == 4
+    finally:
+        store.close()
+
+
+def test_duckdb_store_of_the_earlier_layout_is_moved_over(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE events (message_key UHUGEINT PRIMARY KEY, message_id VARCHAR NOT NULL, "
+        "customer_id BIGINT NOT NULL, user_id VARCHAR, anonymous_id VARCHAR, "
+        "type VARCHAR NOT NULL, name VARCHAR, properties JSON NOT NULL, context JSON NOT NULL, "
+        "timestamp TIMESTAMPTZ NOT NULL, received_at TIMESTAMPTZ NOT NULL)"
+    )
+    old = event_table(records(3), [4] * 3)
+    con.register("old", old)
+    con.execute("INSERT INTO events SELECT md5_number(message_id), * FROM old")
+    con.close()
+    store = DuckDBEventStore(path)
+    try:
+        assert store.append(event_table(records(4), [4] * 4)) == {"m3"}
+        assert [e.message_id for e, _ in store.page(customer_id=4, limit=9)] == [
+            "m3",
+            "m2",
+            "m1",
+            "m0",
+        ]
+    finally:
+        store.close()
 
 
 def test_a_second_process_is_told_who_holds_the_duckdb_file(tmp_path: Path) -> None:

@@ -196,13 +196,14 @@ class _Resolved:
     events: PreparedEvents
     customer_ids: list[int]
     moves: dict[int, int]  # merged customer → the one it now is
+    table: pa.Table  # the events as the store takes them (EVENT_SCHEMA)
 
 
 def _resolve(
     *, workspace: Workspace, events: PreparedEvents, resolver: IdentityResolver | None
 ) -> _Resolved:
     if not len(events):
-        return _Resolved(events=events, customer_ids=[], moves={})
+        return _Resolved(events=events, customer_ids=[], moves={}, table=EVENT_SCHEMA.empty_table())
     resolver = resolver or IdentityResolver()
     try:
         with workspace.state.begin() as connection:
@@ -211,7 +212,16 @@ def _resolve(
         resolver.forget()  # the cache may name customers the rollback removed
         raise
     moves = {source: follow_merges(merges, source) for source in merges}
-    return _Resolved(events=events, customer_ids=customer_ids, moves=moves)
+    # Built here, not by the writer: in the `Ingestor` this runs beside the previous write.
+    table = events.table.drop_columns(["previous_id", "group_id"]).add_column(
+        2, "customer_id", pa.array(customer_ids, pa.int64())
+    )
+    return _Resolved(
+        events=events,
+        customer_ids=customer_ids,
+        moves=moves,
+        table=table.select(list(EVENT_SCHEMA.names)),
+    )
 
 
 def _write(*, workspace: Workspace, resolved: _Resolved, keys: Sequence[str]) -> set[str]:
@@ -221,10 +231,7 @@ def _write(*, workspace: Workspace, resolved: _Resolved, keys: Sequence[str]) ->
     # Merged profiles' events follow them: one statement for the whole write (each is a
     # scan of the events table, so never one per merge).
     workspace.events.reassign(moves=resolved.moves)
-    table = events.table.drop_columns(["previous_id", "group_id"]).add_column(
-        2, "customer_id", pa.array(customer_ids, pa.int64())
-    )
-    stored = workspace.events.append(table.select(list(EVENT_SCHEMA.names)))
+    stored = workspace.events.append(resolved.table)
     profile_updates = [
         (record, customer_ids[row]) for row, record in events.identifies if keys[row] in stored
     ]
