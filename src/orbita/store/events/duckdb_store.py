@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     customer_id BIGINT NOT NULL, ltv DOUBLE, churn_probability DOUBLE
 );
 CREATE TABLE IF NOT EXISTS segment_members (segment VARCHAR NOT NULL, customer_id BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS derived_marks (name VARCHAR PRIMARY KEY, marked_at TIMESTAMPTZ NOT NULL);
 """
 _CUSTOMER_COLUMNS = (
     "customer_id, user_id, email, phone, telegram_chat_id, timezone, locale, "
@@ -265,13 +267,46 @@ class DuckDBEventStore:
 
         return ibis.duckdb.from_connection(self._cursor())
 
-    def sync_customers(self, customers: pa.Table) -> None:
-        self._replace("customers", _CUSTOMER_COLUMNS, customers)
+    def sync_customers(self, customers: pa.Table, *, mark: datetime | None = None) -> None:
+        self._replace("customers", _CUSTOMER_COLUMNS, customers, mark=mark)
+
+    def update_customers(self, customers: pa.Table, *, remove: pa.Array, mark: datetime) -> None:
+        cur = self._cursor()
+        cur.register("incoming", customers)
+        cur.register("removed", pa.table({"customer_id": pa.array(remove, pa.int64())}))
+        try:
+            with self._write_lock:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute(
+                        "DELETE FROM customers WHERE customer_id IN "
+                        "(SELECT customer_id FROM removed UNION ALL "
+                        "SELECT customer_id FROM incoming)"
+                    )
+                    cur.execute(f"INSERT INTO customers SELECT {_CUSTOMER_COLUMNS} FROM incoming")
+                    _set_mark(cur, "customers", mark)
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        finally:
+            cur.unregister("incoming")
+            cur.unregister("removed")
+
+    def snapshot_mark(self) -> datetime | None:
+        rows = (
+            self._cursor()
+            .execute("SELECT marked_at FROM derived_marks WHERE name = 'customers'")
+            .fetchall()
+        )
+        return rows[0][0] if rows else None
 
     def put_rfm_cells(self, cells: pa.Table) -> None:
         self._replace("rfm_cells", "customer_id, r, f, m, cell", cells)
 
-    def _replace(self, table: str, columns: str, rows: pa.Table) -> None:
+    def _replace(
+        self, table: str, columns: str, rows: pa.Table, *, mark: datetime | None = None
+    ) -> None:
         cur = self._cursor()
         cur.register("incoming", rows)
         try:
@@ -280,6 +315,8 @@ class DuckDBEventStore:
                 try:
                     cur.execute(f"DELETE FROM {table}")
                     cur.execute(f"INSERT INTO {table} SELECT {columns} FROM incoming")
+                    if mark is not None:
+                        _set_mark(cur, table, mark)
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")
@@ -324,6 +361,10 @@ class DuckDBEventStore:
 
     def close(self) -> None:
         self._con.close()
+
+
+def _set_mark(cur: duckdb.DuckDBPyConnection, name: str, at: datetime) -> None:
+    cur.execute("INSERT OR REPLACE INTO derived_marks VALUES (?, ?)", [name, at])
 
 
 def _stored_ids(cur: duckdb.DuckDBPyConnection, keys: list[int], ids: set[str]) -> set[str]:
