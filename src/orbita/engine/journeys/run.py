@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
 from orbita.core.errors import InvalidInputError
@@ -209,6 +209,72 @@ def _end(
     return Decision(ended, tuple(commands))
 
 
+def _next_state(
+    state: RunState,
+    *,
+    visits: dict[str, int],
+    variants: dict[str, str],
+    node: str | None,
+    status: RunStatus,
+    wake_at: datetime | None,
+    ended_at: datetime | None,
+    exit_reason: str | None,
+) -> RunState:
+    """`dataclasses.replace` of the run and its context, as one constructor call each
+    (replace took a sixth of a worker's time)."""
+    context = state.context
+    return RunState(
+        journey=state.journey,
+        version=state.version,
+        run_id=state.run_id,
+        key=state.key,
+        customer_id=state.customer_id,
+        node=node,
+        status=status,
+        wake_at=wake_at,
+        entered_at=state.entered_at,
+        holdout=state.holdout,
+        context=RunContext(
+            trigger_message_id=context.trigger_message_id,
+            trigger_event=context.trigger_event,
+            properties=context.properties,
+            correlation=context.correlation,
+            variants=variants,
+            visits=visits,
+        ),
+        converted_at=state.converted_at,
+        ended_at=ended_at,
+        exit_reason=exit_reason,
+    )
+
+
+# _next_state names every field: a field added to a run must be added there too.
+assert [f.name for f in fields(RunState)] == [
+    "journey",
+    "version",
+    "run_id",
+    "key",
+    "customer_id",
+    "node",
+    "status",
+    "wake_at",
+    "entered_at",
+    "holdout",
+    "context",
+    "converted_at",
+    "ended_at",
+    "exit_reason",
+]
+assert [f.name for f in fields(RunContext)] == [
+    "trigger_message_id",
+    "trigger_event",
+    "properties",
+    "correlation",
+    "variants",
+    "visits",
+]
+
+
 def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: Facts) -> Decision:
     """Run a due run's nodes until it waits or ends; a run not yet due is left as it is."""
     if state.ended or state.wake_at is None or state.wake_at > now:
@@ -228,18 +294,34 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
     def moved(
         *, node: str | None, status: RunStatus | None = None, wake_at: datetime | None = None
     ) -> RunState:
-        context = replace(state.context, visits=visits, variants=variants)
-        return replace(
+        return _next_state(
             state,
-            context=context,
+            visits=visits,
+            variants=variants,
             node=node,
             status=status or state.status,
             wake_at=wake_at if wake_at is not None else state.wake_at,
+            ended_at=state.ended_at,
+            exit_reason=state.exit_reason,
         )
+
+    def ended(*, node: str | None, reason: str, exited: bool) -> Decision:
+        commands.append(Exit(reason))
+        final = _next_state(
+            state,
+            visits=visits,
+            variants=variants,
+            node=node,
+            status="exited" if exited else "completed",
+            wake_at=None,
+            ended_at=now,
+            exit_reason=reason,
+        )
+        return Decision(final, tuple(commands))
 
     for _ in range(MAX_NODES_PER_ADVANCE):
         if node_id is None:
-            return _end(moved(node=None), commands, now=now, reason="completed", exited=False)
+            return ended(node=None, reason="completed", exited=False)
         node = nodes[node_id]
         step = node.step
         occurrence = visits[node_id] = visits.get(node_id, 0) + 1
@@ -316,7 +398,7 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
             edge, target = "goto", node.edges["goto"]
         elif isinstance(step, ExitStep):
             commands.append(Passed(node_id, "exit"))
-            return _end(moved(node=node_id), commands, now=now, reason=step.reason, exited=True)
+            return ended(node=node_id, reason=step.reason, exited=True)
         elif isinstance(step, BranchStep):
             edge = "else"
             for index, arm in enumerate(step.arms):
@@ -332,10 +414,8 @@ def advance(journey: CompiledJourney, state: RunState, *, now: datetime, facts: 
             target = node.edges[edge]
         commands.append(Passed(node_id, edge))
         node_id = target
-    return _end(
-        moved(node=node_id),
-        commands,
-        now=now,
+    return ended(
+        node=node_id,
         reason=f"stopped after {MAX_NODES_PER_ADVANCE} steps without a wait",
         exited=True,
     )
