@@ -23,6 +23,8 @@ from typing import Any
 
 import ibis
 import orjson
+import psycopg
+from psycopg.types.json import Jsonb, set_json_dumps
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -845,6 +847,8 @@ RUN_COLUMNS = (
 )
 RUN_UPDATE_COLUMNS = tuple(c for c in RUN_COLUMNS if c not in FIXED_RUN_COLUMNS | {"run_id"})
 
+JSON_NULL = Jsonb(None)  # what SQLAlchemy's JSON type writes for None: JSON null, not NULL
+
 # PostgreSQL types of the columns, for binary COPY (JSON goes as text, cast on the server).
 _PG_TYPES = {
     "time": "timestamptz",
@@ -892,16 +896,24 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 
 def _tuples(
-    connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    json_text: bool = True,
 ) -> list[tuple[Any, ...]]:
-    """The rows as driver values in `columns` order."""
+    """The rows as driver values in `columns` order; JSON as text, or (`json_text` False,
+    for a binary COPY whose driver encodes it) as the objects, None as JSON null."""
     postgres = _is_postgres(connection)
     converted = []
     for name in columns:
         kind = _kind(table, name)
         values = [row[name] for row in rows]
-        if kind == "json":
+        if kind == "json" and json_text:
             values = [_json_text(value) for value in values]
+        elif kind == "json":
+            values = [JSON_NULL if value is None else value for value in values]
         elif kind == "time" and not postgres:
             values = [_sqlite_time(value) for value in values]
         converted.append(values)
@@ -913,12 +925,32 @@ def _cursor(connection: Connection) -> Any:
     return connection.connection.cursor()
 
 
-def _copy(cursor: Any, table: str, table_of: Table, columns: Sequence[str], rows: Any) -> None:
-    """Binary COPY: the rows cross in one stream, encoded by the driver's C code."""
+def _copy(
+    cursor: Any,
+    table: str,
+    table_of: Table,
+    columns: Sequence[str],
+    rows: Any,
+    *,
+    json_text: bool = True,
+) -> None:
+    """Binary COPY: the rows cross in one stream, encoded by the driver's C code (JSON
+    columns as text, or as jsonb the driver encodes with orjson)."""
+    types = [_PG_TYPES[_kind(table_of, name)] for name in columns]
+    if not json_text:
+        set_json_dumps(_json_bytes, context=cursor)
+        types = [
+            "jsonb" if _kind(table_of, name) == "json" else t
+            for name, t in zip(columns, types, strict=True)
+        ]
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([_PG_TYPES[_kind(table_of, name)] for name in columns])
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return _json_text(value).encode()
 
 
 def _staged(cursor: Any, table: Table, columns: Sequence[str], rows: Any, *, use: str) -> str:
@@ -946,19 +978,32 @@ def _bulk_insert(
     """Insert the rows; with `conflict`, a row whose key exists is left out (not an error)."""
     names = ", ".join(columns)
     ignore = f" ON CONFLICT ({conflict}) DO NOTHING" if conflict else ""
-    values = _tuples(connection, table, columns, rows)
     cursor = _cursor(connection)
     if not _is_postgres(connection):
         marks = ", ".join("?" for _ in columns)
+        values = _tuples(connection, table, columns, rows)
         cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks}){ignore}", values)
-    elif conflict is None and not any(_kind(table, name) == "json" for name in columns):
-        _copy(cursor, table.name, table, columns, values)
-    else:
-        staged = _staged(cursor, table, columns, values, use="insert")
+        return
+    direct = _tuples(connection, table, columns, rows, json_text=False)
+    if conflict is None:
+        _copy(cursor, table.name, table, columns, direct, json_text=False)
+        return
+    # Straight into the table; only when a key exists already (a batch run again after a
+    # crash) through a staging table and INSERT ... ON CONFLICT DO NOTHING.
+    cursor.execute("SAVEPOINT orbita_copy")
+    try:
+        _copy(cursor, table.name, table, columns, direct, json_text=False)
+    except psycopg.errors.UniqueViolation:
+        cursor.execute("ROLLBACK TO SAVEPOINT orbita_copy")
+        staged = _staged(
+            cursor, table, columns, _tuples(connection, table, columns, rows), use="insert"
+        )
         selected = ", ".join(_pg_value(table, name) for name in columns)
         cursor.execute(
             f"INSERT INTO {table.name} ({names}) SELECT {selected} FROM {staged} AS s{ignore}"
         )
+    else:
+        cursor.execute("RELEASE SAVEPOINT orbita_copy")
 
 
 def _bulk_update(
