@@ -28,10 +28,7 @@ from orbita.services.journeys import (
 from orbita.services.runner import run_until
 from orbita.services.workspace import Workspace
 
-# Branches on event aggregates ("ordered in the last 7 days") are answered from the event
-# store by the journeys service; these scenarios join once it does.
-EVENT_FACTS = {"bank_onboarding", "post_purchase_cross_sell", "welcome_series"}
-PLAYED = sorted(path.stem for path in SCENARIOS.glob("*.yaml") if path.stem not in EVENT_FACTS)
+PLAYED = sorted(path.stem for path in SCENARIOS.glob("*.yaml"))
 
 
 def _records(items: list[tuple[int, dict[str, Any]]]) -> Iterator[EventRecord]:

@@ -167,3 +167,16 @@ def phased_progress(
 def to_plain(value: Any) -> Any:
     """A service's frozen value as plain JSON data (the shape the HTTP API answers)."""
     return orjson.loads(orjson.dumps(value, default=_jsonable, option=orjson.OPT_UTC_Z))
+
+
+def parse_moment(text: str, *, option: str) -> datetime:
+    """A command-line date and time: ISO 8601 with a zone (never a naive time)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"{option}: {text!r} is not a date and time (2026-03-01T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        raise UserError(f"{option}: {text!r} needs a time zone, such as Z or +02:00")
+    return moment

@@ -18,6 +18,7 @@ from orbita.cli.common import (
     user_errors,
 )
 from orbita.cli.render import import_line
+from orbita.cli.run import show_run, simulate
 from orbita.services.importer import ImportReport, import_customers, import_events
 from orbita.services.workspace import open_workspace
 
@@ -56,10 +57,39 @@ def customers(
 def events(
     file: FileArgument,
     fmt: FormatOption = None,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Play the events through the journeys as the simulated clock passes their "
+            "timestamps (a plain import is history: it triggers nothing).",
+        ),
+    ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="With --replay: where the clock stops (default: the last event)."
+        ),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="With --replay: where a new clock starts.")
+    ] = None,
     workspace: WorkspaceOption = DEFAULT_WORKSPACE,
     as_json: JsonOption = False,
 ) -> None:
     """Events: messageId, type, event, userId, anonymousId, timestamp, properties, context."""
+    if replay:
+        with user_errors(workspace=workspace):
+            played = simulate(
+                workspace=workspace,
+                until=until,
+                start=start,
+                step="1h",
+                refresh_every="1d",
+                events_file=file,
+            )
+        show_run(played, as_json=as_json)
+        return
     with (
         user_errors(workspace=workspace),
         phased_progress("events") as progress,

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from orbita.cli import customers, deliver, generate, imports, segments, templates
+from orbita.cli import (
+    customers,
+    deliver,
+    generate,
+    imports,
+    journeys,
+    run,
+    segments,
+    strategy,
+    templates,
+)
 from orbita.cli.common import (
     DEFAULT_WORKSPACE,
     JsonOption,
@@ -117,6 +127,11 @@ app.command("generate")(generate.generate)
 app.add_typer(customers.app, name="customers")
 app.add_typer(segments.app, name="segments")
 app.command("stages")(segments.stages)
+app.command("plan")(strategy.plan)
+app.command("apply")(strategy.apply)
+app.command("run")(run.run)
+app.command("worker")(run.worker)
+app.add_typer(journeys.app, name="journeys")
 app.add_typer(templates.app, name="templates")
 app.add_typer(deliver.app, name="deliver")
 

@@ -23,6 +23,7 @@ from orbita.cli.common import (
     WorkspaceOption,
     console,
     err_console,
+    parse_moment,
     print_json,
     settings_for,
     to_plain,
@@ -69,17 +70,7 @@ def _strategy(workspace: Path, path: Path | None) -> Strategy:
 
 
 def _as_of(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UserError(
-            f"--as-of: {text!r} is not a date and time (2026-03-01T00:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        raise UserError(f"--as-of: {text!r} needs a time zone, such as Z or +02:00")
-    return moment
+    return None if text is None else parse_moment(text, option="--as-of")
 
 
 def _open(workspace: Path) -> Workspace:

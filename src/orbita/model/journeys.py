@@ -378,6 +378,9 @@ class Journey(BaseModel):
     goal: Goal | None = None
     holdout: Percentage = 0.0
     steps: tuple[Step, ...] = ()
+    # When a new version is applied, customers in the journey finish on the version they
+    # started (`finish`), or move to the new one where their step still exists (`migrate`).
+    on_change: Literal["finish", "migrate"] = "finish"
 
     @model_validator(mode="after")
     def _graph_is_sound(self) -> Journey:

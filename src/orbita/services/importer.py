@@ -176,36 +176,14 @@ def _import(
         received_at=received_at,
         max_bytes=workspace.settings.max_message_bytes,
     )
-    total = _estimate_rows(path, chosen)
     notify = progress or (lambda _phase, _done, _total: None)
-
     vectorised = _use_vectorised(path, chosen, kind, vectorised)
 
     # Pass 1: validate everything; keep the records when the file is small.
-    kept: list[EventRecord] | None = []
-    problems: list[FieldProblem] = []
-    bad = rows = 0
-    for line, parsed in _parsed(path, chosen, parser, vectorised=vectorised):
-        rows += 1
-        if isinstance(parsed, InvalidInputError):
-            bad += 1
-            room = MAX_PROBLEMS - len(problems)
-            if room > 0:
-                problems.extend(_at_line(parsed.problems[:room], line))
-            kept = None
-            continue
-        if kept is not None:
-            kept.append(parsed)
-            if len(kept) > KEEP_ROWS:
-                kept = None
-        if rows % CHUNK_ROWS == 0:
-            notify("validating", rows, max(total, rows))
+    kept, rows = _validate(
+        path, chosen, parser, vectorised=vectorised, keep=KEEP_ROWS, notify=notify
+    )
     notify("validating", rows, rows)
-    if bad:
-        raise InvalidInputError(
-            problems,
-            summary=f"{path.name}: {bad} of {rows} rows are invalid, nothing was imported",
-        )
 
     # Pass 2: store in chunks, one identity cache across them.
     resolver = IdentityResolver()
@@ -225,6 +203,62 @@ def _import(
         seconds=time.perf_counter() - started,
         vectorised=vectorised,
     )
+
+
+def _validate(
+    path: Path,
+    fmt: str,
+    parser: _RowParser,
+    *,
+    vectorised: bool,
+    keep: int | None,
+    notify: ImportProgress | None = None,
+) -> tuple[list[EventRecord] | None, int]:
+    """Every row checked: (the records, unless more than `keep`; the row count). A file
+    with bad rows raises them all (up to MAX_PROBLEMS), with their lines."""
+    total = _estimate_rows(path, fmt)
+    kept: list[EventRecord] | None = []
+    problems: list[FieldProblem] = []
+    bad = rows = 0
+    for line, parsed in _parsed(path, fmt, parser, vectorised=vectorised):
+        rows += 1
+        if isinstance(parsed, InvalidInputError):
+            bad += 1
+            room = MAX_PROBLEMS - len(problems)
+            if room > 0:
+                problems.extend(_at_line(parsed.problems[:room], line))
+            kept = None
+            continue
+        if kept is not None:
+            kept.append(parsed)
+            if keep is not None and len(kept) > keep:
+                kept = None
+        if notify is not None and rows % CHUNK_ROWS == 0:
+            notify("validating", rows, max(total, rows))
+    if bad:
+        raise InvalidInputError(
+            problems,
+            summary=f"{path.name}: {bad} of {rows} rows are invalid, nothing was imported",
+        )
+    return kept, rows
+
+
+def read_events(*, workspace: Workspace, path: Path, fmt: str | None = None) -> list[EventRecord]:
+    """An events file's rows as records, checked as an import checks them, in time order:
+    what `orbita import events FILE --replay` plays through the journeys."""
+    chosen = file_format(path, fmt)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    parser = _RowParser(
+        kind="events",
+        fmt=chosen,
+        received_at=workspace.clock.now(),
+        max_bytes=workspace.settings.max_message_bytes,
+    )
+    vectorised = _use_vectorised(path, chosen, "events", None)
+    records, _ = _validate(path, chosen, parser, vectorised=vectorised, keep=None)
+    assert records is not None  # keep=None keeps every record
+    return sorted(records, key=lambda record: record.timestamp)
 
 
 Parsed = tuple[int, EventRecord | InvalidInputError]

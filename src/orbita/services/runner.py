@@ -41,7 +41,7 @@ from orbita.services.journeys import (
 )
 from orbita.services.scheduler import segment_changes, timed_entries
 from orbita.services.segments import refresh_segments
-from orbita.services.workspace import Workspace
+from orbita.services.workspace import Workspace, read_value, write_value
 from orbita.store.state import LIVE_RUNS, journey_runs
 
 CHUNK = 20_000  # events stored and played per transaction
@@ -193,6 +193,7 @@ def run_until(
         report.suppressed += advanced.suppressed
         report.conversions += advanced.conversions
         report.ended += advanced.ended
+        save_clock(workspace=workspace, now=window_end)
         if on_window is not None:
             later = list(on_window(window_start, window_end))
             report.late_events += sum(1 for r in later if r.timestamp < window_end)
@@ -233,3 +234,18 @@ def _play(
 def _account(report: RunReport, found: EventsReport) -> None:
     for name in ("entered", "messages", "suppressed", "conversions", "ended"):
         setattr(report, name, getattr(report, name) + getattr(found, name))
+
+
+# --- the workspace's simulated clock ------------------------------------------------------
+
+CLOCK_KEY = "clock"
+
+
+def saved_clock(*, workspace: Workspace) -> datetime | None:
+    """Where `orbita run` left the workspace's simulated time (None: it never ran)."""
+    value = read_value(workspace=workspace, key=CLOCK_KEY)
+    return datetime.fromisoformat(value["now"]) if value else None
+
+
+def save_clock(*, workspace: Workspace, now: datetime) -> None:
+    write_value(workspace=workspace, key=CLOCK_KEY, value={"now": now.isoformat()}, now=now)

@@ -6,18 +6,19 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from orbita.core.clock import Clock, SystemClock
 from orbita.core.errors import UserError
 from orbita.core.ids import new_api_key
 from orbita.core.settings import Settings
 from orbita.store.events import EventStore, open_event_store
-from orbita.store.state import api_keys, create_state_engine, migrate
+from orbita.store.state import api_keys, create_state_engine, migrate, workspace_values
 
 KeyKind = Literal["write", "admin"]
 
@@ -135,3 +136,23 @@ def _not_initialised(workspace: Path) -> UserError:
     return UserError(
         f"no workspace at {workspace}: run `orbita init --workspace {workspace}` first"
     )
+
+
+# --- named values (the simulated clock, the scheduler's mark) ------------------------------
+
+
+def read_value(*, workspace: Workspace, key: str) -> dict[str, Any] | None:
+    query = select(workspace_values.c.value).where(workspace_values.c.key == key)
+    with workspace.state.connect() as connection:
+        value: dict[str, Any] | None = connection.execute(query).scalar()
+    return value
+
+
+def write_value(*, workspace: Workspace, key: str, value: dict[str, Any], now: datetime) -> None:
+    values = {"value": value, "updated_at": now}
+    with workspace.state.begin() as connection:
+        changed = connection.execute(
+            update(workspace_values).where(workspace_values.c.key == key).values(**values)
+        ).rowcount
+        if not changed:
+            connection.execute(insert(workspace_values).values(key=key, **values))
