@@ -36,7 +36,8 @@ from sqlalchemy import Connection, Table, and_, delete, func, insert, select, te
 
 from orbita.core.errors import NotFoundError, UserError
 from orbita.engine.rfm import rfm_expr
-from orbita.engine.segments.compile import compile_segment, to_sql
+from orbita.engine.segments.compile import compile_segment, feature_tables, to_sql
+from orbita.engine.segments.features import FeaturePlan, plan_features
 from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
 from orbita.model.segments import RfmCell, Segment, dependency_order, referenced_segments, walk
 from orbita.model.strategy import Strategy
@@ -54,6 +55,7 @@ from orbita.store.state import (
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
 STAGE_PREFIX = "stage:"
+FEATURES = "segment_features"  # the event store's tables of per-customer event features
 CHECKSUM_MODULUS = 2**61 - 1
 # Bound parameters per statement: SQLite allows 32 766; chunks keep statements short.
 _CHUNK = 5_000
@@ -258,6 +260,7 @@ def refresh_segments(
     inline_references: bool = False,
     stages: bool | None = None,
     full_snapshot: bool = True,
+    features: bool = True,
     timings: Callable[[str, float], None] | None = None,
 ) -> list[RefreshReport]:
     """Refresh segments (all, or `names` and what they refer to) and, when all are refreshed
@@ -266,7 +269,9 @@ def refresh_segments(
     References read the referenced segment's freshly materialised members, unless
     `inline_references` compiles each referenced definition into the query (bench/segments.py
     measures both). `full_snapshot=False` copies the profiles only when they look changed
-    (the schedule's choice, see `sync_customer_snapshot`).
+    (the schedule's choice, see `sync_customer_snapshot`). With `features` (the default) the
+    event conditions of all of them are first computed per customer in one scan per event
+    name (engine/segments/features.py) and each segment reads those tables.
     """
     moment = _as_of(workspace, as_of)
     note = timings or (lambda _what, _seconds: None)
@@ -286,14 +291,22 @@ def refresh_segments(
     _no_going_back(workspace, keys, moment)
     _repair_copies(workspace, keys)
     refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment)
+    if features:
+        started = time.perf_counter()
+        refresher.materialise_features(order, stages=stages is not False)
+        note("event features", time.perf_counter() - started)
     reports = []
-    for name in order:
-        reports.append(refresher.segment(name, inline=inline_references))
-        note(name, reports[-1].seconds)
-    if stages or (stages is None and not names):
-        for report in refresher.stages():
-            reports.append(report)
-            note(report.name, report.seconds)
+    try:
+        for name in order:
+            reports.append(refresher.segment(name, inline=inline_references))
+            note(name, reports[-1].seconds)
+        if stages or (stages is None and not names):
+            for report in refresher.stages():
+                reports.append(report)
+                note(report.name, report.seconds)
+    finally:
+        # Nothing keeps per-customer figures between refreshes (an erasure need not look).
+        refresher.drop_features()
     refresher.commit(note)
     return reports
 
@@ -365,6 +378,7 @@ class _Refresher:
         self.backend = workspace.events.ibis()
         self.last = _last_refreshes(workspace)
         self.pending: list[_Change] = []
+        self.features: FeaturePlan | None = None
 
     def compile(self, segment: Segment, *, name: str | None, inline: bool) -> Expr:
         resolve = None if inline else self._resolve
@@ -376,7 +390,25 @@ class _Refresher:
             computed_traits=self.strategy.computed_traits,
             resolve=resolve,
             name=name,
+            features=self.features,
         )
+
+    def materialise_features(self, names: Sequence[str], *, stages: bool) -> None:
+        """The per-customer event features of these segments (and of the stages), written
+        as tables of the event store for the segment queries to read."""
+        conditions = [self.strategy.segments[name].condition for name in names]
+        if stages:
+            conditions += [s.condition for s in self.strategy.stage_segments().values()]
+        plan = plan_features(conditions, segments=self.strategy.segments, prefix=FEATURES)
+        for table, expr in feature_tables(plan, as_of=self.as_of, tables=self.tables).items():
+            self.backend.create_table(table, expr, overwrite=True)
+        self.features = plan
+
+    def drop_features(self) -> None:
+        if self.features is not None:
+            for table in self.features.table_names():
+                self.backend.drop_table(table, force=True)
+            self.features = None
 
     def _resolve(self, name: str) -> Expr:
         return _current(name)

@@ -21,6 +21,7 @@ from typing import Any
 import ibis
 
 from orbita.core.errors import UserError
+from orbita.engine.segments.features import FeatureColumn, FeaturePlan
 from orbita.engine.segments.json_access import JsonAccess, json_access
 from orbita.engine.segments.tables import (
     PROFILE_TEXT,
@@ -52,6 +53,7 @@ __all__ = [
     "anniversary_days",
     "compile_many",
     "compile_segment",
+    "feature_tables",
     "sample_value",
     "to_sql",
     "window_bounds",
@@ -241,8 +243,10 @@ class _Compiler:
         segments: Mapping[str, Segment],
         computed_traits: Mapping[str, ComputedTrait],
         resolve: Resolver | None,
+        features: FeaturePlan | None = None,
     ) -> None:
         self.as_of = _utc(as_of)
+        self.features = features
         self.tables = tables
         self.json = json_access(tables.dialect)
         self.segments = segments
@@ -316,6 +320,9 @@ class _Compiler:
         return value_test(test.op, test.value, values, as_of=self.as_of)
 
     def _event(self, condition: EventCondition) -> _Members:
+        column = self.features.column(condition) if self.features is not None else None
+        if column is not None:
+            return self._event_feature(condition, column)
         events = self._matching_events(condition, self.tables.events)
         aggregate = condition.aggregate
         if aggregate.function == "count" and aggregate.compare in _AT_LEAST_ONCE:
@@ -331,6 +338,65 @@ class _Compiler:
             return _Members(base=None, excluded=(failing.select("customer_id"),))
         passing = per_customer.filter(_comparison(per_customer.value, aggregate.compare))
         return _Members(base=passing.select("customer_id"))
+
+    def _event_feature(self, condition: EventCondition, column: FeatureColumn) -> _Members:
+        """The same sets as `_event`, read from a feature table (features.py) whose
+        `matched` column counts the condition's events per customer."""
+        assert self.features is not None
+        table = feature_table(self.features, column.table)
+        matched = table.filter(table[column.matched] > 0)
+        aggregate = condition.aggregate
+        if aggregate.function == "count" and aggregate.compare in _AT_LEAST_ONCE:
+            return _Members(base=matched.select("customer_id"))
+        if aggregate.function == "count" and aggregate.compare in _NEVER:
+            return _Members(base=None, excluded=(matched.select("customer_id"),))
+        if column.value is None:
+            value = matched[column.matched]
+        elif aggregate.function == "sum":
+            value = matched[column.value].fill_null(0)
+        else:
+            value = matched[column.value]
+        per_customer = matched.select("customer_id", value=value)
+        if aggregate.zero_holds:
+            failing = per_customer.filter(~_comparison(per_customer.value, aggregate.compare))
+            return _Members(base=None, excluded=(failing.select("customer_id"),))
+        passing = per_customer.filter(_comparison(per_customer.value, aggregate.compare))
+        return _Members(base=passing.select("customer_id"))
+
+    def feature_table(self, conditions: list[EventCondition]) -> Expr:
+        """One group's features: per customer with events of its name, each condition's
+        matching count (n0, n1, ...) and aggregate (v0, v1, ...), in one scan."""
+        first = conditions[0]
+        events = self.tables.events
+        filters = [events.type == first.message_type, events.name == first.event]
+        bounds = [window_bounds(c.window, as_of=self.as_of) for c in conditions]
+        filters.append(events.timestamp <= _timestamp(max(end for _, end in bounds)))
+        starts = [start for start, _ in bounds]
+        if all(start is not None for start in starts):
+            filters.append(events.timestamp > _timestamp(min(s for s in starts if s)))
+        events = events.filter(*filters)
+        columns: dict[str, Expr] = {}
+        for index, (condition, (start, end)) in enumerate(zip(conditions, bounds, strict=True)):
+            tests = [events.timestamp <= _timestamp(end)]
+            if start is not None:
+                tests.append(events.timestamp > _timestamp(start))
+            tests.extend(self._property_test(test, events) for test in condition.where)
+            match = tests[0]
+            for test in tests[1:]:
+                match = match & test
+            columns[f"n{index}"] = events.count(where=match)
+            function, prop = condition.aggregate.function, condition.aggregate.property
+            if function != "count":
+                assert prop is not None
+                number = self.json.number(events.properties, prop)
+                reduce = {
+                    "sum": number.sum,
+                    "avg": number.mean,
+                    "min": number.min,
+                    "max": number.max,
+                }[function]
+                columns[f"v{index}"] = reduce(where=match)
+        return events.group_by("customer_id").aggregate(**columns)
 
     def _aggregate(self, events: Expr, function: str, prop: str | None, like: object) -> Expr:
         """(customer_id, value) per customer with matching events; `like` is a value of the
@@ -540,6 +606,36 @@ def sample_value(condition: ComputedTraitCondition) -> object:
     return value
 
 
+def feature_table(plan: FeaturePlan, name: str) -> Expr:
+    """The unbound feature table `name` of a plan (customer_id, n0, v0, n1, ...)."""
+    index = plan.table_names().index(name)
+    conditions = list(plan.groups.values())[index]
+    schema: dict[str, str] = {"customer_id": "int64"}
+    for number, condition in enumerate(conditions):
+        schema[f"n{number}"] = "int64"
+        if condition.aggregate.function != "count":
+            schema[f"v{number}"] = "float64"
+    return ibis.table(schema, name=name)
+
+
+def feature_tables(
+    plan: FeaturePlan, *, as_of: datetime, tables: SegmentTables | None = None
+) -> dict[str, Expr]:
+    """Each feature table of a plan as an expression over `events`, by name: what a refresh
+    materialises before it compiles the segments with `features=plan`."""
+    compiler = _Compiler(
+        as_of=as_of,
+        tables=tables or segment_tables(),
+        segments={},
+        computed_traits={},
+        resolve=None,
+    )
+    return {
+        name: compiler.feature_table(conditions)
+        for name, conditions in zip(plan.table_names(), plan.groups.values(), strict=True)
+    }
+
+
 def compile_segment(
     segment: Segment | Condition,
     *,
@@ -549,6 +645,7 @@ def compile_segment(
     computed_traits: Mapping[str, ComputedTrait] | None = None,
     resolve: Resolver | None = None,
     name: str | None = None,
+    features: FeaturePlan | None = None,
 ) -> Expr:
     """The members of a segment at `as_of`: an Ibis table with one column, customer_id.
 
@@ -562,6 +659,7 @@ def compile_segment(
         segments=segments or {},
         computed_traits=computed_traits or {},
         resolve=resolve,
+        features=features,
     )
     if name is not None:
         compiler.enter(name)
