@@ -487,18 +487,26 @@ class _Facts:
         return traits[name] if name in traits else row.get(name)
 
     def holds(self, condition: Condition, *, now: datetime) -> bool:
-        if isinstance(condition, AllOf):
-            return all(self.holds(c, now=now) for c in condition.all)
-        if isinstance(condition, AnyOf):
-            return any(self.holds(c, now=now) for c in condition.any)
-        if isinstance(condition, Not):
-            return not self.holds(condition.condition, now=now)
-        if isinstance(condition, SegmentRef):
-            return (condition.segment, self.customer_id) in self.profiles.members
-        if isinstance(condition, TraitCondition):
+        # By exact type: isinstance on pydantic models goes through their metaclass.
+        kind = type(condition)
+        if kind is TraitCondition:
+            assert isinstance(condition, TraitCondition)
             return self.profiles.trait_holds(condition, self.customer_id, now=now)
-        if isinstance(condition, EventCondition):
+        if kind is SegmentRef:
+            assert isinstance(condition, SegmentRef)
+            return (condition.segment, self.customer_id) in self.profiles.members
+        if kind is EventCondition:
+            assert isinstance(condition, EventCondition)
             return self.profiles.event_holds(condition, self.customer_id, now=now)
+        if kind is AllOf:
+            assert isinstance(condition, AllOf)
+            return all(self.holds(c, now=now) for c in condition.all)
+        if kind is AnyOf:
+            assert isinstance(condition, AnyOf)
+            return any(self.holds(c, now=now) for c in condition.any)
+        if kind is Not:
+            assert isinstance(condition, Not)
+            return not self.holds(condition.condition, now=now)
         raise UserError(f"branch conditions on {condition.type} are not supported yet")
 
 
