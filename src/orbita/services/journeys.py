@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -570,7 +571,7 @@ class _Batch:
     new: set[str] = field(default_factory=set)
     changed: set[str] = field(default_factory=set)
     outbox_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    step_rows: list[dict[str, Any]] = field(default_factory=list)
+    step_rows: list[tuple[Any, ...]] = field(default_factory=list)  # STEP_COLUMNS order
     conversion_rows: list[dict[str, Any]] = field(default_factory=list)
     updates_of: list[tuple[int, UpdateTrait]] = field(default_factory=list)
     profiles: _Profiles | None = None
@@ -649,13 +650,7 @@ class _Batch:
                 self._queue(state, command, now=now)
             elif isinstance(command, Passed):
                 self.step_rows.append(
-                    {
-                        "run_id": state.run_id,
-                        "journey": state.journey,
-                        "node": command.node,
-                        "edge": command.edge,
-                        "at": now,
-                    }
+                    (state.run_id, state.journey, command.node, command.edge, now)
                 )
             elif isinstance(command, Convert):
                 self.conversion_rows.append(
@@ -726,35 +721,53 @@ class _Batch:
 
     # --- writing ------------------------------------------------------------------------
 
-    def _run_row(self, state: RunState) -> dict[str, Any]:
+    def _goal_until(self, state: RunState) -> datetime | None:
         journey = self.journey_of(state)
         goal = journey.journey.goal if journey is not None else None
-        goal_until = (
-            state.entered_at + goal.within
-            if goal is not None and state.converted_at is None
-            else None
+        if goal is None or state.converted_at is not None:
+            return None
+        return state.entered_at + goal.within
+
+    def _run_row(self, state: RunState) -> tuple[Any, ...]:
+        """The run's row in RUN_COLUMNS order (`state`: written as its JSON)."""
+        return (
+            state.run_id,
+            state.journey,
+            state.version,
+            state.customer_id,
+            state.key or "",
+            state.node,
+            state.status,
+            state.holdout,
+            state.wake_at,
+            self._goal_until(state),
+            state,
+            state.entered_at,
+            self.decided_at.get(state.run_id, state.entered_at),
+            state.converted_at,
+            state.exit_reason,
+            self.worker_id,
+            None,
         )
-        return {
-            "run_id": state.run_id,
-            "journey": state.journey,
-            "version": state.version,
-            "customer_id": state.customer_id,
-            "run_key": state.key or "",
-            "node": state.node,
-            "status": state.status,
-            "holdout": state.holdout,
-            "wake_at": state.wake_at,
-            "goal_until": goal_until,
-            "state": state,  # written as its JSON
-            "entered_at": state.entered_at,
-            "updated_at": self.decided_at.get(state.run_id, state.entered_at),
-            "converted_at": state.converted_at,
-            "exit_reason": state.exit_reason,
-            "claimed_by": self.worker_id,
-            "claimed_until": None,
-        }
+
+    def _run_update(self, state: RunState) -> tuple[Any, ...]:
+        """The run id, then what a step may change, in RUN_UPDATE_COLUMNS order."""
+        return (
+            state.run_id,
+            state.node,
+            state.status,
+            state.wake_at,
+            self._goal_until(state),
+            state,
+            self.decided_at.get(state.run_id, state.entered_at),
+            state.converted_at,
+            state.exit_reason,
+            self.worker_id,
+            None,
+        )
 
     def write(self) -> None:
+        """Every row the batch decided, one statement per table."""
         connection = self.connection
         # Updates first: a run ended in this batch frees its place in the one-live-run
         # index for a run the same batch starts.
@@ -764,7 +777,7 @@ class _Batch:
                 journey_runs,
                 key="run_id",
                 columns=RUN_UPDATE_COLUMNS,
-                rows=[self._run_row(self.runs[run_id]) for run_id in sorted(self.changed)],
+                rows=[self._run_update(self.runs[run_id]) for run_id in sorted(self.changed)],
             )
         if self.new:
             _bulk_insert(
@@ -778,7 +791,7 @@ class _Batch:
                 connection,
                 outbox,
                 columns=OUTBOX_COLUMNS,
-                rows=list(self.outbox_rows.values()),
+                rows=[OUTBOX_VALUES(row) for row in self.outbox_rows.values()],
                 conflict="idempotency_key",
             )
         if self.step_rows:
@@ -788,7 +801,7 @@ class _Batch:
                 connection,
                 journey_conversions,
                 columns=CONVERSION_COLUMNS,
-                rows=self.conversion_rows,
+                rows=[CONVERSION_VALUES(row) for row in self.conversion_rows],
                 conflict="run_id",
             )
         if self.updates_of:
@@ -853,7 +866,24 @@ RUN_COLUMNS = (
     "claimed_by",
     "claimed_until",
 )
+OUTBOX_VALUES: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(*OUTBOX_COLUMNS)
+CONVERSION_VALUES: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(
+    *CONVERSION_COLUMNS
+)
 RUN_UPDATE_COLUMNS = tuple(c for c in RUN_COLUMNS if c not in FIXED_RUN_COLUMNS | {"run_id"})
+# The order _Batch._run_update writes them in.
+assert RUN_UPDATE_COLUMNS == (
+    "node",
+    "status",
+    "wake_at",
+    "goal_until",
+    "state",
+    "updated_at",
+    "converted_at",
+    "exit_reason",
+    "claimed_by",
+    "claimed_until",
+)
 
 JSON_NULL = Jsonb(None)  # what SQLAlchemy's JSON type writes for None: JSON null, not NULL
 
@@ -903,29 +933,35 @@ def _sqlite_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _tuples(
+def _driver_rows(
     connection: Connection,
     table: Table,
     columns: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[Sequence[Any]],
     *,
     json_text: bool = True,
 ) -> list[tuple[Any, ...]]:
-    """The rows as driver values in `columns` order; JSON as text, or (`json_text` False,
-    for a binary COPY whose driver encodes it) as the objects, None as JSON null."""
+    """Rows (in `columns` order) as the driver takes them: JSON as text, or (`json_text`
+    False, for a binary COPY whose driver encodes it) as the objects with None as JSON
+    null; on SQLite, times as AwareDateTime's text."""
     postgres = _is_postgres(connection)
-    converted = []
-    for name in columns:
+    converters: dict[int, Any] = {}
+    for index, name in enumerate(columns):
         kind = _kind(table, name)
-        values = [row[name] for row in rows]
-        if kind == "json" and json_text:
-            values = [_json_text(value) for value in values]
-        elif kind == "json":
-            values = [JSON_NULL if value is None else value for value in values]
+        if kind == "json":
+            converters[index] = _json_text if json_text else _json_null
         elif kind == "time" and not postgres:
-            values = [_sqlite_time(value) for value in values]
-        converted.append(values)
-    return list(zip(*converted, strict=True))
+            converters[index] = _sqlite_time
+    if not converters or not rows:
+        return [tuple(row) for row in rows]
+    values = [list(column) for column in zip(*rows, strict=True)]
+    for index, convert in converters.items():
+        values[index] = [convert(value) for value in values[index]]
+    return list(zip(*values, strict=True))
+
+
+def _json_null(value: Any) -> Any:
+    return JSON_NULL if value is None else value
 
 
 def _cursor(connection: Connection) -> Any:
@@ -980,7 +1016,7 @@ def _bulk_insert(
     table: Table,
     *,
     columns: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[Sequence[Any]],
     conflict: str | None = None,
 ) -> None:
     """Insert the rows; with `conflict`, a row whose key exists is left out (not an error)."""
@@ -989,10 +1025,10 @@ def _bulk_insert(
     cursor = _cursor(connection)
     if not _is_postgres(connection):
         marks = ", ".join("?" for _ in columns)
-        values = _tuples(connection, table, columns, rows)
+        values = _driver_rows(connection, table, columns, rows)
         cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks}){ignore}", values)
         return
-    direct = _tuples(connection, table, columns, rows, json_text=False)
+    direct = _driver_rows(connection, table, columns, rows, json_text=False)
     if conflict is None:
         _copy(cursor, table.name, table, columns, direct, json_text=False)
         return
@@ -1004,7 +1040,7 @@ def _bulk_insert(
     except psycopg.errors.UniqueViolation:
         cursor.execute("ROLLBACK TO SAVEPOINT orbita_copy")
         staged = _staged(
-            cursor, table, columns, _tuples(connection, table, columns, rows), use="insert"
+            cursor, table, columns, _driver_rows(connection, table, columns, rows), use="insert"
         )
         selected = ", ".join(_pg_value(table, name) for name in columns)
         cursor.execute(
@@ -1020,10 +1056,11 @@ def _bulk_update(
     *,
     key: str,
     columns: Sequence[str],
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[Sequence[Any]],
 ) -> None:
-    """Set `columns` of the row whose `key` each row names."""
-    values = _tuples(connection, table, (key, *columns), rows)
+    """Set `columns` of the row whose `key` each row names (the key first, then the
+    columns)."""
+    values = _driver_rows(connection, table, (key, *columns), rows)
     cursor = _cursor(connection)
     if _is_postgres(connection):
         staged = _staged(cursor, table, (key, *columns), values, use="update")
