@@ -77,7 +77,7 @@ def generate(
     """Generate a synthetic store's customers and events (deterministic for a seed)."""
     with user_errors(workspace=workspace):
         if out is not None:
-            report = _generate(
+            report = generate_files(
                 store=store, customers=customers, days=days, seed=seed, out=out, fmt=fmt
             )
             if as_json:
@@ -101,7 +101,9 @@ def generate_into_workspace(
     settings = settings_for(workspace)
     init_workspace(settings=settings)
     out = settings.workspace / "generated" / f"{store.value}-{customers}x{days}-seed{seed}"
-    generated = _generate(store=store, customers=customers, days=days, seed=seed, out=out, fmt=fmt)
+    generated = generate_files(
+        store=store, customers=customers, days=days, seed=seed, out=out, fmt=fmt
+    )
     with open_workspace(settings=settings) as opened:
         with phased_progress("customers") as progress:
             customers_report = import_customers(
@@ -114,7 +116,7 @@ def generate_into_workspace(
     return Loaded(generated=generated, customers=customers_report, events=events_report)
 
 
-def _generate(
+def generate_files(
     *, store: Store, customers: int, days: int, seed: int, out: Path, fmt: FileFormat
 ) -> GenerateReport:
     # Imported here: the simulation's numpy code is not needed by other commands.

@@ -12,7 +12,8 @@ from rich.text import Text
 
 from orbita.services.importer import ImportReport
 
-if TYPE_CHECKING:  # the summary imports Ibis, which only `demo` needs
+if TYPE_CHECKING:  # the summary and the demo import Ibis and numpy, which only `demo` needs
+    from orbita.services.demo import DemoReport
     from orbita.services.summary import WorkspaceSummary
 
 
@@ -115,3 +116,46 @@ def _short(value: Any, limit: int = 120) -> Text:
     # Text, not markup: customer data may contain brackets.
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     return Text(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def demo_tables(console: Console, report: DemoReport) -> None:
+    console.print(import_line(report.customers), markup=False, highlight=False)
+    console.print(import_line(report.history), markup=False, highlight=False)
+    run = report.run
+    console.print(
+        f"Simulated {report.start:%Y-%m-%d} -> {report.until:%Y-%m-%d}: {run.events:,} events "
+        f"played ({report.responses:,} of them the customers' answers to messages), "
+        f"{run.entered:,} journey entries, {run.messages:,} messages queued, "
+        f"{run.suppressed:,} held back for holdouts, {run.refreshes:,} segment refreshes",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title="Journeys: conversion within the goal window, treatment vs holdout")
+    for column in ("journey", "entered", "holdout", "sent", "conv.", "holdout", "uplift", "true"):
+        table.add_column(column, justify="left" if column == "journey" else "right")
+    for outcome in report.journeys:
+        stats = outcome.stats
+        treated, held = stats.arms["treatment"], stats.arms["holdout"]
+        table.add_row(
+            stats.name,
+            f"{treated.entered:,}",
+            f"{held.entered:,}",
+            f"{stats.sent:,}",
+            _rate(treated.conversion_rate),
+            _rate(held.conversion_rate),
+            "-" if stats.uplift is None else f"{stats.uplift * 100:+.1f}pp",
+            "-" if outcome.true_uplift is None else f"{outcome.true_uplift * 100:+.1f}pp",
+        )
+    console.print(table)
+    console.print(
+        "uplift: treatment minus holdout conversion; true: the simulator's effect of one "
+        "message (what the uplift should find, within its sampling error)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"

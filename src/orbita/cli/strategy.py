@@ -28,7 +28,7 @@ FileArgument = Annotated[
 SYMBOLS = {"added": "+", "changed": "~", "removed": "-"}
 
 
-def _read(path: Path) -> tuple[str, Strategy]:
+def read_strategy(path: Path) -> tuple[str, Strategy]:
     try:
         content = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -43,7 +43,7 @@ def plan(
 ) -> None:
     """Show what applying FILE would change; nothing is written."""
     with user_errors(workspace=workspace):
-        _, strategy = _read(file)
+        _, strategy = read_strategy(file)
         with open_workspace(settings=settings_for(workspace)) as opened:
             found = plan_strategy(workspace=opened, strategy=strategy)
     if as_json:
@@ -59,7 +59,7 @@ def apply(
 ) -> None:
     """Publish FILE as the workspace's strategy (a new version when anything changed)."""
     with user_errors(workspace=workspace):
-        content, strategy = _read(file)
+        content, strategy = read_strategy(file)
         with open_workspace(settings=settings_for(workspace)) as opened:
             report = apply_strategy(
                 workspace=opened, strategy=strategy, content=content, source=str(file)

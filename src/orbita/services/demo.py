@@ -1,0 +1,227 @@
+"""The demo: a generated store, its strategy applied, and eight simulated weeks of it.
+
+The generated history is split at `weeks` before its end: what came before is imported as
+history (it triggers nothing), what comes after is played through the journeys as the
+simulated clock passes it. The loop is closed: after each window the customers who were
+sent a message answer it through the simulator's response model (opens, clicks and, with
+the campaign's true uplift, an extra order), and those events flow back in — so each
+journey's measured uplift against its holdout can be checked against the generator's truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from orbita.core.clock import SimulatedClock
+from orbita.model.events import EventRecord
+from orbita.model.strategy import Strategy
+from orbita.services.apply import apply_strategy
+from orbita.services.generate import GenerateReport
+from orbita.services.importer import ImportReport, import_customers, import_events, read_events
+from orbita.services.journey_stats import JourneyStats, journeys_stats
+from orbita.services.runner import RunReport, run_until
+from orbita.services.segments import refresh_segments
+from orbita.services.workspace import Workspace
+from orbita.simulation.response import CAMPAIGNS, sample_responses
+from orbita.store.state import customers, outbox
+
+# What the channel's opens and clicks are called when they come back as events.
+RESPONSE_EVENTS = {
+    "smtp": ("Email Opened", "Email Clicked"),
+    "sms": (None, "SMS Clicked"),
+    "push": ("Push Opened", None),
+    "telegram": ("Telegram Read", "Telegram Clicked"),
+}
+OPEN_FACTOR_KEY = {"smtp": "email", "sms": "sms", "push": "push", "telegram": "telegram"}
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyOutcome:
+    stats: JourneyStats
+    true_uplift: float | None  # the generator's per-message uplift of the campaign
+
+
+@dataclass(frozen=True, slots=True)
+class DemoReport:
+    history: ImportReport
+    customers: ImportReport
+    start: datetime
+    until: datetime
+    run: RunReport
+    journeys: list[JourneyOutcome]
+    responses: int  # opens, clicks and extra orders the simulated customers sent back
+
+
+def split_events(*, events_path: Path, at: datetime, out: Path) -> tuple[Path, Path]:
+    """The generated events before `at` and from `at` on, as two Parquet files."""
+    table = pq.read_table(events_path)
+    cut = pa.scalar(at, type=table.schema.field("timestamp").type)
+    before = table.filter(pc.less(table["timestamp"], cut))
+    after = table.filter(pc.greater_equal(table["timestamp"], cut))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = (out / "history.parquet", out / "replay.parquet")
+    pq.write_table(before, paths[0])
+    pq.write_table(after, paths[1])
+    return paths
+
+
+def run_demo(
+    *,
+    workspace: Workspace,
+    generated: GenerateReport,
+    strategy: Strategy,
+    content: str,
+    source: str,
+    end: datetime,
+    weeks: int = 8,
+    step: timedelta = timedelta(hours=6),
+    seed: int = 7,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DemoReport:
+    """Import, apply, and run `weeks` of simulated time ending at `end` (see the module)."""
+    notify = progress or (lambda _phase, _done, _total: None)
+    start = end - timedelta(weeks=weeks)
+    history_path, replay_path = split_events(
+        events_path=generated.events_path, at=start, out=generated.events_path.parent / "demo"
+    )
+    workspace.clock = SimulatedClock(start)
+    people = import_customers(workspace=workspace, path=generated.customers_path)
+    history = import_events(workspace=workspace, path=history_path, progress=progress)
+    applied = apply_strategy(workspace=workspace, strategy=strategy, content=content, source=source)
+    assert applied.journeys is not None
+    # Memberships as of the start: the run's refreshes then report changes, not everyone.
+    refresh_segments(workspace=workspace, strategy=strategy, as_of=start)
+    replay = read_events(workspace=workspace, path=replay_path)
+    loop = _ClosedLoop(workspace=workspace, strategy=strategy, store=generated.store, seed=seed)
+    total = (end - start).total_seconds()
+    report = run_until(
+        workspace=workspace,
+        strategy=strategy,
+        journeys=applied.journeys,
+        start=start,
+        until=end,
+        events=replay,
+        step=step,
+        on_window=loop.respond,
+        progress=lambda now: notify(
+            "simulated weeks", int((now - start).total_seconds()), int(total)
+        ),
+    )
+    truth = CAMPAIGNS.get(generated.store, {})
+    outcomes = [
+        JourneyOutcome(stats, truth[stats.name].uplift if stats.name in truth else None)
+        for stats in journeys_stats(workspace=workspace)
+    ]
+    return DemoReport(
+        history=history,
+        customers=people,
+        start=start,
+        until=end,
+        run=report,
+        journeys=outcomes,
+        responses=loop.responses,
+    )
+
+
+class _ClosedLoop:
+    """The simulated customers' answers to what the journeys sent in a window."""
+
+    def __init__(self, *, workspace: Workspace, strategy: Strategy, store: str, seed: int) -> None:
+        self.workspace = workspace
+        self.strategy = strategy
+        self.store = store
+        self.seed = seed
+        self.responses = 0
+        self._answered: set[str] = set()  # runs whose first message was answered
+
+    def respond(self, start: datetime, end: datetime) -> Iterable[EventRecord]:
+        query = (
+            select(
+                outbox.c.run_id,
+                outbox.c.journey,
+                outbox.c.channel,
+                outbox.c.template,
+                outbox.c.created_at,
+                outbox.c.idempotency_key,
+                customers.c.user_id,
+            )
+            .join(customers, customers.c.customer_id == outbox.c.customer_id)
+            .where(outbox.c.kind == "send")
+            .where(outbox.c.created_at >= start, outbox.c.created_at < end)
+            .order_by(outbox.c.created_at, outbox.c.outbox_id)
+        )
+        with self.workspace.state.connect() as connection:
+            rows = connection.execute(query).all()
+        records: list[EventRecord] = []
+        campaigns = CAMPAIGNS.get(self.store, {})
+        for run_id, journey, channel, template, sent_at, key, user_id in rows:
+            if journey not in campaigns or user_id is None:
+                continue
+            kind = self._channel_type(channel, template)
+            answer = sample_responses(
+                store=self.store,
+                campaign=journey,
+                seed=self.seed,
+                now=sent_at,
+                user_ids=[f"{user_id}:{key}"],
+                active=np.array([True]),
+                goal_rate=np.array([0.0]),  # orders they make anyway are in the history
+                engagement=np.array([1.0]),
+                order_value=np.array([80.0]),
+                channel=OPEN_FACTOR_KEY.get(kind, "email"),
+            )
+            opened_name, clicked_name = RESPONSE_EVENTS.get(kind, (None, None))
+            props = {"journey": journey, "template": template, "message": key}
+            if answer.opened[0] and opened_name:
+                records.append(_event(opened_name, user_id, answer.opened_at[0], key, props))
+            if answer.clicked[0] and clicked_name:
+                records.append(_event(clicked_name, user_id, answer.clicked_at[0], key, props))
+            # Only a run's first message can bring an extra order: the campaign's true uplift
+            # is per customer reached, which is what the journey's holdout measures.
+            first = run_id not in self._answered
+            self._answered.add(run_id)
+            if answer.incremental[0] and first:
+                order = {"order_id": f"demo-{key[:12]}", "revenue": float(answer.value[0])}
+                records.append(
+                    _event(
+                        campaigns[journey].goal_event, user_id, answer.converted_at[0], key, order
+                    )
+                )
+        self.responses += len(records)
+        return records
+
+    def _channel_type(self, channel: str | None, template: str | None) -> str:
+        name = channel
+        if name is None and template is not None and template in self.strategy.templates:
+            name = self.strategy.templates[template].channel
+        found = self.strategy.channels.get(name or "")
+        return found.type if found is not None else "smtp"
+
+
+def _event(
+    name: str, user_id: str, at_ms: Any, key: str, properties: dict[str, Any]
+) -> EventRecord:
+    moment = datetime.fromtimestamp(int(at_ms) / 1000, tz=UTC)
+    digest = hashlib.sha256(f"{name}:{key}".encode()).hexdigest()[:24]
+    return EventRecord(
+        message_id=f"demo-{digest}",
+        type="track",
+        name=name,
+        user_id=user_id,
+        anonymous_id=None,
+        properties=dict(properties),
+        context={"library": {"name": "orbita-demo"}},
+        timestamp=moment,
+        received_at=moment,
+    )
