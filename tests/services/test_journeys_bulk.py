@@ -113,3 +113,27 @@ def test_stored_rows_read_back_as_the_orm_writes_them(workspace: Workspace) -> N
     # Microseconds kept through each backend's time columns.
     assert len(waiting) == 10
     assert all(wake == entered + timedelta(hours=1, days=1) for entered, wake in waiting)
+
+
+def test_one_worker_on_two_connections_advances_each_run_once(
+    postgres_workspace: Workspace,
+) -> None:
+    workspace = postgres_workspace
+    journeys = enter(workspace, 600)
+    report = advance_due(
+        workspace=workspace,
+        journeys=journeys,
+        now=T0 + timedelta(hours=2),
+        limit=25,
+        connections=2,
+    )
+    assert report.claimed == 600 and report.batches >= 24
+    with workspace.state.connect() as connection:
+        waits_left = connection.execute(
+            select(journey_steps.c.run_id, func.count())
+            .where(journey_steps.c.node == "steps.0")
+            .group_by(journey_steps.c.run_id)
+        ).all()
+        keys = connection.execute(select(outbox.c.idempotency_key)).scalars().all()
+    assert len(waits_left) == 600 and {count for _, count in waits_left} == {1}
+    assert len(keys) == len(set(keys)) == 600

@@ -18,6 +18,7 @@ import json
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -1294,6 +1295,7 @@ def advance_due(
     limit: int = 2000,
     worker_id: str = "worker",
     max_batches: int | None = None,
+    connections: int = 1,
 ) -> AdvanceReport:
     """Advance every run due at `now`, `limit` runs per transaction, earliest first.
 
@@ -1301,9 +1303,61 @@ def advance_due(
     on when a worker got to it, and a simulated clock moved in large steps sends what a
     wall clock would have. PostgreSQL workers share the runs with FOR UPDATE SKIP LOCKED;
     SQLite takes the database's write lock for the batch (one writer at a time).
+
+    `connections` (PostgreSQL): batches in flight at once, one thread and transaction
+    each, sharing the runs as separate workers do — the server writes one batch while
+    Python decides the next. SQLite has one writer: always 1. `max_batches` is per
+    connection.
     """
     if now.tzinfo is None:
         raise InvalidInputError([], summary="advance_due needs an aware datetime")
+    if connections < 1:
+        raise InvalidInputError([], summary="advance_due needs at least one connection")
+    if connections == 1 or workspace.state.dialect.name != "postgresql":
+        return _advance_batches(
+            workspace=workspace,
+            journeys=journeys,
+            now=now,
+            limit=limit,
+            worker_id=worker_id,
+            max_batches=max_batches,
+            until_empty=False,
+        )
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        futures = [
+            pool.submit(
+                _advance_batches,
+                workspace=workspace,
+                journeys=journeys,
+                now=now,
+                limit=limit,
+                worker_id=worker_id,
+                max_batches=max_batches,
+                until_empty=True,
+            )
+            for _ in range(connections)
+        ]
+        reports = [future.result() for future in futures]
+    return AdvanceReport(
+        **{
+            name: sum(getattr(report, name) for report in reports)
+            for name in AdvanceReport.__dataclass_fields__
+        }
+    )
+
+
+def _advance_batches(
+    *,
+    workspace: Workspace,
+    journeys: PublishedJourneys,
+    now: datetime,
+    limit: int,
+    worker_id: str,
+    max_batches: int | None,
+    until_empty: bool,
+) -> AdvanceReport:
+    """Batches on one connection until nothing is due; `until_empty`: a short batch (the
+    rest locked by another connection) does not end the loop, an empty one does."""
     totals = {"claimed": 0, "batches": 0, "messages": 0, "suppressed": 0}
     totals.update(conversions=0, ended=0)
     history = _EventHistory(workspace.events)
@@ -1343,6 +1397,6 @@ def advance_due(
         totals["batches"] += 1
         for name, value in counts.items():
             totals[name] += value
-        if len(states) < limit:
+        if len(states) < limit and not until_empty:
             break
     return AdvanceReport(**totals)
