@@ -121,6 +121,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The server's parse worker processes."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGINT)
     try:
@@ -232,7 +240,9 @@ def main() -> None:
                     f"{time.perf_counter() - started:.1f} s (not timed below)",
                     flush=True,
                 )
+            workers = children(process.pid)
             server_cpu = cpu_seconds(process.pid)
+            workers_cpu = sum(cpu_seconds(pid) for pid in workers)
             client_cpu = time.process_time()
             sent, requests, elapsed = asyncio.run(
                 send_all(
@@ -244,6 +254,7 @@ def main() -> None:
                 )
             )
             server_cpu = cpu_seconds(process.pid) - server_cpu
+            workers_cpu = sum(cpu_seconds(pid) for pid in workers) - workers_cpu
             client_cpu = time.process_time() - client_cpu
         finally:
             stop_server(process)
@@ -267,7 +278,9 @@ def main() -> None:
     )
     print(
         f"CPU while sending: server {server_cpu:.1f} s ({server_cpu / elapsed:.2f} cores), "
-        f"clients {client_cpu:.1f} s ({client_cpu / elapsed:.2f} cores)"
+        f"{len(workers)} parse workers {workers_cpu:.1f} s ({workers_cpu / elapsed:.2f} cores), "
+        f"clients {client_cpu:.1f} s ({client_cpu / elapsed:.2f} cores); "
+        f"server + workers {(server_cpu + workers_cpu) / sent * 1e6:.1f} µs of CPU an event"
     )
     print(f"raw append, {args.batch}-event Arrow batches:    {raw_500:,.0f} events/s")
     print(
