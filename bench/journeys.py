@@ -9,8 +9,9 @@ below published, N customers (a quarter on plan `pro`) and one run per customer 
 the `wait` step and due, inserted set-based in SQL (one INSERT ... SELECT per table).
 
 Timed: `advance_due` until nothing is due, in worker processes started beforehand (journeys
-loaded, then a common start signal): one worker, then — PostgreSQL only; SQLite has one
-writer — two workers sharing the runs with FOR UPDATE SKIP LOCKED. After each run it checks
+loaded, then a common start signal): one worker; on PostgreSQL also one worker with two
+connections (`advance_due(connections=2)`: two batches in flight) and two worker processes
+sharing the runs with FOR UPDATE SKIP LOCKED (SQLite has one writer). After each run it checks
 that every run left its wait exactly once and completed, that each customer has exactly one
 outbox row (a send, or a suppressed row for the 10 % holdout) on the arm its plan picks,
 three step rows, and that the workers' claims add up.
@@ -180,7 +181,13 @@ class WorkerResult:
 
 
 def _worker(
-    settings: Settings, worker_id: str, limit: int | None, ready: Any, go: Any, results: Any
+    settings: Settings,
+    worker_id: str,
+    limit: int | None,
+    connections: int,
+    ready: Any,
+    go: Any,
+    results: Any,
 ) -> None:
     with open_workspace(settings=settings) as workspace:
         journeys = load_journeys(workspace=workspace)
@@ -189,7 +196,12 @@ def _worker(
         started, cpu = time.time(), time.process_time()
         kwargs = {"limit": limit} if limit else {}
         report = advance_due(
-            workspace=workspace, journeys=journeys, now=NOW, worker_id=worker_id, **kwargs
+            workspace=workspace,
+            journeys=journeys,
+            now=NOW,
+            worker_id=worker_id,
+            connections=connections,
+            **kwargs,
         )
         results.put(
             WorkerResult(
@@ -203,11 +215,16 @@ def _worker(
         )
 
 
-def run_workers(settings: Settings, workers: int, limit: int | None) -> list[WorkerResult]:
+def run_workers(
+    settings: Settings, workers: int, connections: int, limit: int | None
+) -> list[WorkerResult]:
     context = multiprocessing.get_context("spawn")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     processes = [
-        context.Process(target=_worker, args=(settings, f"w{i + 1}", limit, ready, go, results))
+        context.Process(
+            target=_worker,
+            args=(settings, f"w{i + 1}", limit, connections, ready, go, results),
+        )
         for i in range(workers)
     ]
     for process in processes:
@@ -268,9 +285,14 @@ def check(settings: Settings, customers: int, results: Sequence[WorkerResult]) -
 
 
 def advance_figures(
-    name: str, settings: Settings, customers: int, workers: int, limit: int | None
+    name: str,
+    settings: Settings,
+    customers: int,
+    workers: int,
+    connections: int,
+    limit: int | None,
 ) -> float:
-    results = run_workers(settings, workers, limit)
+    results = run_workers(settings, workers, connections, limit)
     wall = max(r.finished for r in results) - min(r.started for r in results)
     check(settings, customers, results)
     rate = customers / wall
@@ -279,8 +301,9 @@ def advance_figures(
         f"{r.finished - r.started:.1f} s, CPU {r.cpu:.1f} s"
         for r in sorted(results, key=lambda r: r.worker_id)
     )
+    setup = f"{workers} worker{'s' if workers > 1 else ''} x {connections} conn."
     print(
-        f"{name:<10} {workers} worker{'s' if workers > 1 else ' '}  {customers:,} runs in "
+        f"{name:<10} {setup:<19} {customers:,} runs in "
         f"{wall:6.1f} s = {rate:>9,.0f} runs/s  [{shares}]  checked",
         flush=True,
     )
@@ -338,11 +361,15 @@ def bench_backend(
     init_workspace(settings=settings)
     with open_workspace(settings=settings) as workspace:
         publish_journeys(workspace=workspace, journeys={JOURNEY: parse_journey(SPEC, name=JOURNEY)})
-    worker_counts = (1, 2) if name == "postgres" else (1,)
-    for index, workers in enumerate(worker_counts):
+    # (worker processes, connections each): SQLite has one writer.
+    shapes = [(1, 1), (1, 2), (2, 1)] if name == "postgres" else [(1, 1)]
+    for index, (workers, connections) in enumerate(shapes):
         took = setup_runs(settings, customers, with_customers=index == 0)
-        print(f"{name:<10} setup: {customers:,} customers' runs due in {took:.1f} s (untimed)")
-        advance_figures(name, settings, customers, workers, limit)
+        print(
+            f"{name:<10} setup: {customers:,} customers' runs due in {took:.1f} s (untimed)",
+            flush=True,
+        )
+        advance_figures(name, settings, customers, workers, connections, limit)
     if events:
         trigger_figures(name, settings, customers, events)
 
