@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import orbita
-from orbita.api import customers, health, ingest, segments
+from orbita.api import customers, health, ingest, journeys, segments
 from orbita.api.deps import ApiContext
 from orbita.api.errors import install_error_handlers
 from orbita.core.settings import Settings
 from orbita.services.ingest import BatchPreparer, Ingestor
+from orbita.services.work import LiveJourneys
 from orbita.services.workspace import Workspace, open_workspace
 
 
@@ -31,25 +32,37 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
             workspace if workspace is not None else await run_in_threadpool(_open, settings)
         )
         try:
-            ingestor = Ingestor(workspace=opened, max_batch_events=settings.ingest_max_batch_events)
+            live = LiveJourneys(workspace=opened)
+            ingestor = Ingestor(
+                workspace=opened,
+                max_batch_events=settings.ingest_max_batch_events,
+                on_stored=live.on_stored,  # API events reach the journeys as they are stored
+            )
             ingestor.start()
             preparer = BatchPreparer(workers=settings.parse_workers)
             schedule: asyncio.Task[None] | None = None
+            worker: asyncio.Task[None] | None = None
             try:
                 app.state.orbita = context = ApiContext(
                     settings=settings,
                     workspace=opened,
                     ingestor=ingestor,
                     preparer=preparer,
+                    journeys=live,
                 )
                 if settings.refresh_interval > 0:
                     schedule = asyncio.create_task(
                         segments.refresh_every(context, seconds=settings.refresh_interval)
                     )
+                if settings.work_interval > 0:
+                    worker = asyncio.create_task(
+                        journeys.work_every(context, seconds=settings.work_interval)
+                    )
                 yield
             finally:
-                if schedule is not None:
-                    schedule.cancel()
+                for task in (schedule, worker):
+                    if task is not None:
+                        task.cancel()
                 app.state.orbita = None
                 await run_in_threadpool(preparer.close)
                 # Waits for the writer to drain: requests already answered 200 are durable.
@@ -61,7 +74,8 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app = FastAPI(
         title="Orbita",
         version=orbita.__version__,
-        summary="Customer-engagement engine: Segment-compatible ingestion and customers.",
+        summary="Customer-engagement engine: Segment-compatible ingestion, customers, segments "
+        "and journeys.",
         lifespan=lifespan,
     )
     app.state.orbita = None
@@ -70,6 +84,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app.include_router(ingest.router)
     app.include_router(customers.router)
     app.include_router(segments.router)
+    app.include_router(journeys.router)
     return app
 
 

@@ -12,6 +12,7 @@ from orbita.api.errors import ApiError
 if TYPE_CHECKING:
     from orbita.core.settings import Settings
     from orbita.services.ingest import BatchPreparer, Ingestor
+    from orbita.services.work import LiveJourneys
     from orbita.services.workspace import Workspace
 
 
@@ -23,6 +24,7 @@ class ApiContext:
     workspace: Workspace
     ingestor: Ingestor
     preparer: BatchPreparer
+    journeys: LiveJourneys
 
 
 def context_of(request: Request) -> ApiContext:

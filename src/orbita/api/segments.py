@@ -80,6 +80,10 @@ class RefreshResult(BaseModel):
 
 
 def _strategy(context: ApiContext) -> Strategy:
+    """The applied strategy (`orbita apply`), or the workspace's strategy.yaml before one."""
+    loaded = context.journeys.current()
+    if loaded is not None:
+        return loaded[0]
     return load_strategy(path=strategy_path(workspace_dir=context.settings.workspace))
 
 
@@ -152,15 +156,20 @@ def refresh_now(
 
 
 async def refresh_every(context: ApiContext, *, seconds: float) -> None:
-    """The server's schedule: refresh every `seconds` while a strategy file exists. A failed
-    refresh is logged and retried at the next tick; the worker issue brings a real scheduler."""
+    """The server's schedule: refresh every `seconds` once a strategy is applied (or a
+    strategy file exists), then hand the changes to the journeys. A failed refresh is logged
+    and retried at the next tick."""
     path = strategy_path(workspace_dir=context.settings.workspace)
     while True:
         await asyncio.sleep(seconds)
-        if not path.exists():
+        if not path.exists() and context.journeys.current() is None:
             continue
         try:
-            strategy = await run_in_threadpool(load_strategy, path=path)
-            await run_in_threadpool(refresh_now, context, strategy=strategy, full_snapshot=False)
+            strategy = await run_in_threadpool(_strategy, context)
+            reports = await run_in_threadpool(
+                refresh_now, context, strategy=strategy, full_snapshot=False
+            )
+            if reports:  # entering or leaving a segment may start journeys
+                await run_in_threadpool(context.journeys.segment_changes, as_of=reports[0].as_of)
         except Exception:
             log.exception("scheduled segment refresh failed")

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     parse_workers: int | None = None
     # `orbita serve` refreshes segments this often (seconds; 0 turns it off).
     refresh_interval: float = 60.0
+    # `orbita serve` advances due journey steps this often (seconds; 0: leave it to workers).
+    work_interval: float = 1.0
 
     @property
     def state_url(self) -> str:
