@@ -322,21 +322,43 @@ def pandas_segments(f: dict[str, pd.DataFrame], as_of: datetime) -> dict[str, Ca
 
 
 def refresh_run(
-    settings: Settings, strategy: Strategy, as_of: datetime, *, inline: bool = False
+    workspace: Workspace,
+    strategy: Strategy,
+    as_of: datetime,
+    *,
+    inline: bool = False,
+    features: bool = True,
 ) -> tuple[float, dict[str, float], list[Any]]:
+    """One refresh of everything as the schedule makes it (`full_snapshot=False`), in an
+    open workspace (the server's process stays open between refreshes)."""
     seconds: dict[str, float] = {}
-    with open_workspace(settings=settings, clock=SimulatedClock(as_of)) as workspace:
-        started = time.perf_counter()
-        reports = refresh_segments(
-            workspace=workspace,
-            strategy=strategy,
-            as_of=as_of,
-            inline_references=inline,
-            full_snapshot=False,  # the schedule's path; the full copy is timed separately
-            timings=lambda what, took: seconds.__setitem__(what, seconds.get(what, 0) + took),
-        )
-        total = time.perf_counter() - started
-    return total, seconds, reports
+    workspace.clock.set(as_of)  # type: ignore[attr-defined]  # a SimulatedClock
+    started = time.perf_counter()
+    reports = refresh_segments(
+        workspace=workspace,
+        strategy=strategy,
+        as_of=as_of,
+        inline_references=inline,
+        full_snapshot=False,
+        features=features,
+        timings=lambda what, took: seconds.__setitem__(what, seconds.get(what, 0) + took),
+    )
+    return time.perf_counter() - started, seconds, reports
+
+
+def _print_run(title: str, total: float, seconds: dict[str, float], reports: list[Any]) -> None:
+    changes = sum(r.entered + r.exited for r in reports)
+    print(f"\n{title} ({changes:,} entries + exits): {total:.2f} s")
+    shares = {k: v for k, v in seconds.items() if k in _STEPS}
+    segments = sum(v for k, v in seconds.items() if k not in _STEPS)
+    for what, took in shares.items():
+        print(f"  {what:24s} {took:7.3f} s")
+    print(f"  {'segments and stages':24s} {segments:7.3f} s ({len(reports)} diffs)")
+    slowest = sorted(((v, k) for k, v in seconds.items() if k not in _STEPS), reverse=True)[:4]
+    print("    slowest: " + ", ".join(f"{k} {v:.3f} s" for v, k in slowest))
+
+
+_STEPS = ("customers snapshot", "rfm", "event features", "events", "record")
 
 
 def main() -> None:
@@ -362,26 +384,27 @@ def main() -> None:
             f"{time.perf_counter() - started:.2f} s"
         )
 
-    # 1. cold (only when nothing was refreshed before), 2. steady state a day later.
+    # 1. cold (only when nothing was refreshed before), 2. steady state a day later, then
+    # the next scheduled refreshes in the same process: with event features (the default),
+    # then without (one scan per condition), then with references inlined.
     base = AS_OF - timedelta(days=2)
     last = _last_as_of(settings)
     first = max(base, last + timedelta(hours=1)) if last else base
-    if not refreshed_before:
-        total, seconds, reports = refresh_run(settings, strategy, first)
-        entered = sum(r.entered for r in reports)
-        print(f"\ncold refresh (everyone enters: {entered:,} entries) in {total:.2f} s")
-        first += timedelta(hours=1)
-    steady = first + timedelta(days=1)
-    total, seconds, reports = refresh_run(settings, strategy, steady)
-    changes = sum(r.entered + r.exited for r in reports)
-    print(
-        f"\nsteady refresh a day later ({changes:,} entries + exits), "
-        f"materialised references: {total:.2f} s"
-    )
-    for what, took in seconds.items():
-        print(f"  {what:24s} {took:7.3f} s")
-    total_inline, _, _ = refresh_run(settings, strategy, steady + timedelta(hours=1), inline=True)
-    print(f"same an hour later with references inlined: {total_inline:.2f} s")
+    with open_workspace(settings=settings, clock=SimulatedClock(first)) as workspace:
+        if not refreshed_before:
+            total, seconds, reports = refresh_run(workspace, strategy, first)
+            _print_run("cold refresh (everyone enters)", total, seconds, reports)
+            first += timedelta(hours=1)
+        steady = first + timedelta(days=1)
+        run = refresh_run(workspace, strategy, steady)
+        _print_run("steady refresh a day later, first in this process", *run)
+        run = refresh_run(workspace, strategy, steady + timedelta(hours=1))
+        _print_run("next scheduled refresh, an hour later", *run)
+        run = refresh_run(workspace, strategy, steady + timedelta(hours=2), features=False)
+        _print_run("an hour later again, without event features", *run)
+        run = refresh_run(workspace, strategy, steady + timedelta(hours=3), inline=True)
+        _print_run("an hour later again, references inlined", *run)
+        print(f"load average now {os.getloadavg()[0]:.2f}")
 
     with open_workspace(settings=settings) as workspace:
         figures = compare_queries(workspace, strategy, steady, args.repeat)

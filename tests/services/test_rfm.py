@@ -7,9 +7,12 @@ import random
 from datetime import datetime
 
 import numpy as np
+import pytest
 from segment_helpers import day, identify, order, store, strategy
 
-from orbita.engine.rfm import rfm_expr
+from orbita.engine.rfm import rfm_expr, rfm_from_features, rfm_orders
+from orbita.engine.segments.compile import feature_tables
+from orbita.engine.segments.features import FeaturePlan
 from orbita.engine.segments.tables import segment_tables
 from orbita.model.rfm import RfmConfig
 from orbita.services.customers import find_customer
@@ -33,7 +36,8 @@ def ntile5(values: list[tuple[float, int]]) -> dict[int, int]:
     return scores
 
 
-def test_rfm_scores_and_cells_equal_the_numpy_reference(workspace: Workspace) -> None:
+@pytest.mark.parametrize("source", ["events", "features"])
+def test_rfm_scores_and_cells_equal_the_numpy_reference(workspace: Workspace, source: str) -> None:
     rng = random.Random(3)
     users = [f"u{i:03d}" for i in range(57)]
     records = [identify(user) for user in users]
@@ -45,8 +49,18 @@ def test_rfm_scores_and_cells_equal_the_numpy_reference(workspace: Workspace) ->
     as_of = day(400)
     config = RfmConfig()
     dialect = "postgres" if workspace.events.backend == "postgres" else "duckdb"
-    expr = rfm_expr(config, as_of=as_of, tables=segment_tables(dialect))
-    got = workspace.events.ibis().to_pyarrow(expr).to_pylist()
+    backend = workspace.events.ibis()
+    if source == "events":
+        expr = rfm_expr(config, as_of=as_of, tables=segment_tables(dialect))
+    else:  # as a refresh scores them: from the per-customer feature table of the orders
+        plan = FeaturePlan(prefix="rfm_test_features")
+        plan.add_latest(rfm_orders(config))
+        for name, table in feature_tables(
+            plan, as_of=as_of, tables=segment_tables(dialect)
+        ).items():
+            backend.create_table(name, table, overwrite=True)
+        expr = rfm_from_features(config, plan=plan)
+    got = backend.to_pyarrow(expr).to_pylist()
 
     # The reference: orders in (as_of - 365d, as_of] read back event by event.
     start = as_of - config.window

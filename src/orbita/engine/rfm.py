@@ -16,11 +16,41 @@ from typing import Any
 
 import ibis
 
+from orbita.engine.segments.compile import feature_table
+from orbita.engine.segments.features import FeaturePlan, feature_key
 from orbita.engine.segments.json_access import json_access
 from orbita.engine.segments.tables import SegmentTables, segment_tables
 from orbita.model.rfm import RfmConfig, Scores
+from orbita.model.segments import Aggregate, EventCondition, Window
 
 Expr = Any
+
+
+def rfm_orders(config: RfmConfig) -> EventCondition:
+    """The orders RFM scores, as an event condition: a feature plan (features.py) that adds
+    it with `add_latest` holds each customer's recency, frequency and monetary value."""
+    return EventCondition(
+        event=config.event,
+        window=Window(newer_than=config.window),
+        aggregate=Aggregate(function="sum", property=config.revenue_property),
+    )
+
+
+def rfm_from_features(config: RfmConfig, *, plan: FeaturePlan) -> Expr:
+    """`rfm_expr` over the plan's feature table instead of the events: the same scores."""
+    column = plan.column(rfm_orders(config))
+    if column is None or column.value is None or feature_key(rfm_orders(config)) not in plan.latest:
+        raise ValueError("the feature plan lacks the RFM orders: add them with add_latest")
+    table = feature_table(plan, column.table)
+    index = column.matched.removeprefix("n")
+    ordered = table.filter(table[column.matched] > 0)
+    per_customer = ordered.select(
+        "customer_id",
+        last_at=ordered[f"t{index}"],
+        frequency=ordered[column.matched],
+        monetary=ordered[column.value].fill_null(0.0),
+    )
+    return rfm_scores(per_customer, config)
 
 
 def rfm_expr(config: RfmConfig, *, as_of: datetime, tables: SegmentTables | None = None) -> Expr:
@@ -43,6 +73,11 @@ def rfm_expr(config: RfmConfig, *, as_of: datetime, tables: SegmentTables | None
         frequency=orders.count(),
         monetary=revenue.sum().fill_null(0.0),
     )
+    return rfm_scores(per_customer, config)
+
+
+def rfm_scores(per_customer: Expr, config: RfmConfig) -> Expr:
+    """(customer_id, r, f, m, cell) from (customer_id, last_at, frequency, monetary)."""
 
     def score(column: str) -> Expr:
         order = [per_customer[column], per_customer.customer_id]

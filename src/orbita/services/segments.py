@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, Table, and_, delete, func, insert, select, text, update
 
 from orbita.core.errors import NotFoundError, UserError
-from orbita.engine.rfm import rfm_expr
+from orbita.engine.rfm import rfm_expr, rfm_from_features, rfm_orders
 from orbita.engine.segments.compile import compile_segment, feature_tables, to_sql
 from orbita.engine.segments.features import FeaturePlan, plan_features
 from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
@@ -233,13 +233,28 @@ def _timestamps(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, kind)
 
 
-def materialise_rfm(*, workspace: Workspace, strategy: Strategy, as_of: datetime) -> int:
-    """Score every customer with orders in the window and write `rfm_cells`; the count."""
+def materialise_rfm(
+    *,
+    workspace: Workspace,
+    strategy: Strategy,
+    as_of: datetime,
+    features: FeaturePlan | None = None,
+) -> int:
+    """Score every customer with orders in the window and write `rfm_cells`; the count.
+    With `features` (materialised, holding the RFM orders) the scores read them instead of
+    the events."""
     dialect = _dialect(workspace)
     backend = workspace.events.ibis()
-    cells = backend.to_pyarrow(rfm_expr(strategy.rfm, as_of=as_of, tables=segment_tables(dialect)))
-    workspace.events.put_rfm_cells(cells)
-    return int(cells.num_rows)
+    if features is not None and features.column(rfm_orders(strategy.rfm)) is not None:
+        cells = rfm_from_features(strategy.rfm, plan=features)
+    else:
+        cells = rfm_expr(strategy.rfm, as_of=as_of, tables=segment_tables(dialect))
+    # Computed where the events are: no million rows through Python and back.
+    backend.insert("rfm_cells", cells, overwrite=True)
+    return int(backend.to_pyarrow(_RFM_CELLS.count()).as_py())
+
+
+_RFM_CELLS = ibis.table({"customer_id": "int64"}, name="rfm_cells")
 
 
 def uses_rfm(strategy: Strategy) -> bool:
@@ -281,22 +296,25 @@ def refresh_segments(
     started = time.perf_counter()
     sync_customer_snapshot(workspace=workspace, full=full_snapshot)
     note("customers snapshot", time.perf_counter() - started)
-    if uses_rfm(strategy):
-        started = time.perf_counter()
-        materialise_rfm(workspace=workspace, strategy=strategy, as_of=moment)
-        note("rfm", time.perf_counter() - started)
     wanted = _with_dependencies(strategy, names) if names else set(strategy.segments)
     order = [name for name in dependency_order(strategy.segments) if name in wanted]
     keys = order + ([_stage_key(s.name) for s in strategy.stages] if stages is not False else [])
     _no_going_back(workspace, keys, moment)
     _repair_copies(workspace, keys)
     refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment)
-    if features:
-        started = time.perf_counter()
-        refresher.materialise_features(order, stages=stages is not False)
-        note("event features", time.perf_counter() - started)
     reports = []
     try:
+        rfm = uses_rfm(strategy)
+        if features:
+            started = time.perf_counter()
+            refresher.materialise_features(order, stages=stages is not False, rfm=rfm)
+            note("event features", time.perf_counter() - started)
+        if rfm:
+            started = time.perf_counter()
+            materialise_rfm(
+                workspace=workspace, strategy=strategy, as_of=moment, features=refresher.features
+            )
+            note("rfm", time.perf_counter() - started)
         for name in order:
             reports.append(refresher.segment(name, inline=inline_references))
             note(name, reports[-1].seconds)
@@ -393,13 +411,15 @@ class _Refresher:
             features=self.features,
         )
 
-    def materialise_features(self, names: Sequence[str], *, stages: bool) -> None:
-        """The per-customer event features of these segments (and of the stages), written
-        as tables of the event store for the segment queries to read."""
+    def materialise_features(self, names: Sequence[str], *, stages: bool, rfm: bool) -> None:
+        """The per-customer event features of these segments (and of the stages, and RFM's
+        orders), written as tables of the event store for the segment queries to read."""
         conditions = [self.strategy.segments[name].condition for name in names]
         if stages:
             conditions += [s.condition for s in self.strategy.stage_segments().values()]
         plan = plan_features(conditions, segments=self.strategy.segments, prefix=FEATURES)
+        if rfm:
+            plan.add_latest(rfm_orders(self.strategy.rfm))
         for table, expr in feature_tables(plan, as_of=self.as_of, tables=self.tables).items():
             self.backend.create_table(table, expr, overwrite=True)
         self.features = plan

@@ -21,8 +21,8 @@ from typing import Any
 import ibis
 
 from orbita.core.errors import UserError
-from orbita.engine.segments.features import FeatureColumn, FeaturePlan
-from orbita.engine.segments.json_access import JsonAccess, json_access
+from orbita.engine.segments.features import FeatureColumn, FeaturePlan, feature_key
+from orbita.engine.segments.json_access import DuckDBJson, JsonAccess, json_access
 from orbita.engine.segments.tables import (
     PROFILE_TEXT,
     PROFILE_TIMES,
@@ -363,9 +363,13 @@ class _Compiler:
         passing = per_customer.filter(_comparison(per_customer.value, aggregate.compare))
         return _Members(base=passing.select("customer_id"))
 
-    def feature_table(self, conditions: list[EventCondition]) -> Expr:
+    def feature_table(
+        self, conditions: list[EventCondition], *, latest: frozenset[str] = frozenset()
+    ) -> Expr:
         """One group's features: per customer with events of its name, each condition's
-        matching count (n0, n1, ...) and aggregate (v0, v1, ...), in one scan."""
+        matching count (n0, n1, ...), aggregate (v0, v1, ...) and, for the conditions keyed
+        in `latest`, latest matching event time (t0, ...), in one scan."""
+        original = conditions
         first = conditions[0]
         events = self.tables.events
         filters = [events.type == first.message_type, events.name == first.event]
@@ -374,21 +378,30 @@ class _Compiler:
         starts = [start for start, _ in bounds]
         if all(start is not None for start in starts):
             filters.append(events.timestamp > _timestamp(min(s for s in starts if s)))
-        events = events.filter(*filters)
+        if len({c.where for c in conditions}) == 1:
+            # The same property filters for all (one condition, say): filter the scan.
+            filters.extend(self._property_test(test, events) for test in first.where)
+            conditions = [c.model_copy(update={"where": ()}) for c in conditions]
+        events, values = self._read_once(events.filter(*filters), conditions)
         columns: dict[str, Expr] = {}
         for index, (condition, (start, end)) in enumerate(zip(conditions, bounds, strict=True)):
             tests = [events.timestamp <= _timestamp(end)]
             if start is not None:
                 tests.append(events.timestamp > _timestamp(start))
-            tests.extend(self._property_test(test, events) for test in condition.where)
+            tests.extend(
+                value_test(test.op, test.value, values(test.property), as_of=self.as_of)
+                for test in condition.where
+            )
             match = tests[0]
             for test in tests[1:]:
                 match = match & test
             columns[f"n{index}"] = events.count(where=match)
+            if feature_key(original[index]) in latest:
+                columns[f"t{index}"] = events.timestamp.max(where=match)
             function, prop = condition.aggregate.function, condition.aggregate.property
             if function != "count":
                 assert prop is not None
-                number = self.json.number(events.properties, prop)
+                number = values(prop).number()
                 reduce = {
                     "sum": number.sum,
                     "avg": number.mean,
@@ -397,6 +410,42 @@ class _Compiler:
                 }[function]
                 columns[f"v{index}"] = reduce(where=match)
         return events.group_by("customer_id").aggregate(**columns)
+
+    def _read_once(
+        self, events: Expr, conditions: list[EventCondition]
+    ) -> tuple[Expr, Callable[[str], _Values]]:
+        """The scan with each property the conditions read parsed once per event (on DuckDB:
+        its JSON type and text as two columns), and readers of those columns. Elsewhere the
+        readers parse where they read."""
+        if not isinstance(self.json, DuckDBJson):
+            return events, lambda key: _json_values(self.json, events.properties, key)
+        keys = sorted(
+            {t.property for c in conditions for t in c.where}
+            | {c.aggregate.property for c in conditions if c.aggregate.property}
+        )
+        if not keys:
+            return events, lambda key: _json_values(self.json, events.properties, key)
+        parts: dict[str, Expr] = {}
+        for index, key in enumerate(keys):
+            kind, text = self.json.parts(events.properties, key)
+            parts[f"_type{index}"], parts[f"_text{index}"] = kind, text
+        read = events.select("customer_id", "timestamp", **parts)
+        json = self.json
+
+        def values(key: str) -> _Values:
+            index = keys.index(key)
+            kind, text = read[f"_type{index}"], read[f"_text{index}"]
+            as_text = json.text_of(kind, text)
+            return _Values(
+                text=lambda: as_text,
+                number=lambda: json.number_of(kind, text),
+                boolean=lambda: json.boolean_of(kind, text),
+                timestamp=lambda: _iso_date_text(as_text).cast("timestamp('UTC')"),
+                present=lambda: json.present_of(kind),
+                month_day=lambda: _month_day_of_text(as_text),
+            )
+
+        return read, values
 
     def _aggregate(self, events: Expr, function: str, prop: str | None, like: object) -> Expr:
         """(customer_id, value) per customer with matching events; `like` is a value of the
@@ -613,6 +662,8 @@ def feature_table(plan: FeaturePlan, name: str) -> Expr:
     schema: dict[str, str] = {"customer_id": "int64"}
     for number, condition in enumerate(conditions):
         schema[f"n{number}"] = "int64"
+        if feature_key(condition) in plan.latest:
+            schema[f"t{number}"] = "timestamp('UTC')"
         if condition.aggregate.function != "count":
             schema[f"v{number}"] = "float64"
     return ibis.table(schema, name=name)
@@ -630,8 +681,9 @@ def feature_tables(
         computed_traits={},
         resolve=None,
     )
+    latest = frozenset(plan.latest)
     return {
-        name: compiler.feature_table(conditions)
+        name: compiler.feature_table(conditions, latest=latest)
         for name, conditions in zip(plan.table_names(), plan.groups.values(), strict=True)
     }
 

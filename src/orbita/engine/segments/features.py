@@ -53,6 +53,14 @@ class FeaturePlan:
     prefix: str = "segment_features"
     groups: dict[tuple[str, str], list[EventCondition]] = field(default_factory=dict)
     columns: dict[str, FeatureColumn] = field(default_factory=dict)
+    # Conditions whose latest matching event time is kept too (`t<index>`): RFM's recency.
+    latest: set[str] = field(default_factory=set)
+
+    def add_latest(self, condition: EventCondition) -> FeatureColumn:
+        """Add a condition (if new) with its latest matching event time as well."""
+        self.add(condition)
+        self.latest.add(feature_key(condition))
+        return self.columns[feature_key(condition)]
 
     def add(self, condition: EventCondition) -> None:
         if condition.aggregate.function not in FEATURE_FUNCTIONS:

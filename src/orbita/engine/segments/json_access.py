@@ -121,27 +121,40 @@ class DuckDBJson(NativeJson):
         escaped = key.replace("\\", "\\\\").replace('"', '\\"')
         return f'$."{escaped}"'
 
-    def _typed(self, doc: Any, key: str, types: list[str]) -> tuple[Any, Any]:
+    def parts(self, doc: Any, key: str) -> tuple[Any, Any]:
+        """The JSON type name and the text of a key's value: every typed read of the key is
+        made of these two, so a scan that reads a key many times can compute them once
+        (engine/segments/features.py) and read them with the `*_of` functions."""
         path = self._path(key)
-        kind = _duckdb_type_at(doc, path)
-        test = kind == types[0] if len(types) == 1 else kind.isin(types)
-        return test, _duckdb_string_at(doc, path)
+        return _duckdb_type_at(doc, path), _duckdb_string_at(doc, path)
+
+    @staticmethod
+    def text_of(kind: Any, value: Any) -> Any:
+        return ibis.ifelse(kind == "VARCHAR", value, None)
+
+    @staticmethod
+    def number_of(kind: Any, value: Any) -> Any:
+        return ibis.ifelse(kind.isin(["BIGINT", "UBIGINT", "DOUBLE"]), value.cast("float64"), None)
+
+    @staticmethod
+    def boolean_of(kind: Any, value: Any) -> Any:
+        return ibis.ifelse(kind == "BOOLEAN", value == "true", None)
+
+    @staticmethod
+    def present_of(kind: Any) -> Any:
+        return kind.fill_null("NULL") != "NULL"
 
     def text(self, doc: Any, key: str) -> Any:
-        test, value = self._typed(doc, key, ["VARCHAR"])
-        return ibis.ifelse(test, value, None)
+        return self.text_of(*self.parts(doc, key))
 
     def number(self, doc: Any, key: str) -> Any:
-        test, value = self._typed(doc, key, ["BIGINT", "UBIGINT", "DOUBLE"])
-        return ibis.ifelse(test, value.cast("float64"), None)
+        return self.number_of(*self.parts(doc, key))
 
     def boolean(self, doc: Any, key: str) -> Any:
-        test, value = self._typed(doc, key, ["BOOLEAN"])
-        return ibis.ifelse(test, value == "true", None)
+        return self.boolean_of(*self.parts(doc, key))
 
     def present(self, doc: Any, key: str) -> Any:
-        kind = _duckdb_type_at(doc, self._path(key))
-        return kind.fill_null("NULL") != "NULL"
+        return self.present_of(_duckdb_type_at(doc, self._path(key)))
 
 
 class ClickHouseJson:
