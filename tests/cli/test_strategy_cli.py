@@ -159,3 +159,7 @@ def test_the_examples_apply(workspace: str, example: str) -> None:
     code, out, err = orbita("apply", file, "--json", "--workspace", workspace)
     assert code == 0, err
     assert len(json.loads(out)["published"]) >= 7
+    # Without --strategy, the segment commands read the applied strategy.
+    code, out, err = orbita("segments", "list", "--json", "--workspace", workspace)
+    assert code == 0, err
+    assert "dormant_card_holders" in out if example == "bank" else "lapsed_30d" in out

@@ -33,6 +33,7 @@ from orbita.core.errors import UserError
 from orbita.model.strategy import Strategy
 from orbita.services import lifecycle
 from orbita.services import segments as service
+from orbita.services.apply import applied_strategy_of
 from orbita.services.strategy import check_strategy, load_strategy, strategy_path
 from orbita.services.workspace import Workspace, open_workspace
 
@@ -42,7 +43,7 @@ StrategyOption = Annotated[
     Path | None,
     typer.Option(
         "--strategy",
-        help="Strategy file (default: <workspace>/strategy.yaml).",
+        help="Strategy file (default: the applied one, else <workspace>/strategy.yaml).",
         dir_okay=False,
     ),
 ]
@@ -66,6 +67,11 @@ class MembersFormat(StrEnum):
 
 
 def _strategy(workspace: Path, path: Path | None) -> Strategy:
+    """--strategy FILE; else the applied strategy (`orbita apply`); else strategy.yaml."""
+    if path is None:
+        applied = applied_strategy_of(settings=settings_for(workspace))
+        if applied is not None:
+            return applied.strategy
     return load_strategy(path=strategy_path(workspace_dir=workspace, path=path))
 
 

@@ -17,15 +17,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
 
 from orbita.core.errors import UserError
+from orbita.core.settings import Settings
 from orbita.engine.journeys import RunState, compile_journey
 from orbita.model.journeys import Journey
 from orbita.model.strategy import Strategy, parse_strategy
 from orbita.services.journeys import PublishedJourneys, load_journeys, publish_journeys
 from orbita.services.workspace import Workspace
-from orbita.store.state import LIVE_RUNS, journey_runs, strategy_versions
+from orbita.store.state import (
+    LIVE_RUNS,
+    create_state_engine,
+    journey_runs,
+    strategy_versions,
+)
 
 Action = Literal["added", "changed", "removed"]
 # The named parts of a strategy, compared entry by entry.
@@ -97,12 +103,30 @@ def _plain(value: Any) -> Any:
 
 def applied_strategy(*, workspace: Workspace) -> Applied | None:
     """The newest applied strategy, or None before the first `orbita apply`."""
+    return _newest(workspace.state)
+
+
+def applied_strategy_of(*, settings: Settings) -> Applied | None:
+    """`applied_strategy` reading the state store only (the event store may be held by a
+    running server); None for a workspace that was never initialised or applied."""
+    if not settings.keys_path.exists():
+        return None
+    engine = create_state_engine(settings.state_url)
+    try:
+        if not inspect(engine).has_table(strategy_versions.name):
+            return None
+        return _newest(engine)
+    finally:
+        engine.dispose()
+
+
+def _newest(engine: Engine) -> Applied | None:
     query = (
         select(strategy_versions.c.version, strategy_versions.c.source, strategy_versions.c.content)
         .order_by(strategy_versions.c.version.desc())
         .limit(1)
     )
-    with workspace.state.connect() as connection:
+    with engine.connect() as connection:
         row = connection.execute(query).first()
     if row is None:
         return None
