@@ -221,25 +221,38 @@ def test_a_template_error_is_a_dead_letter_naming_the_variable(
 
 def test_a_dead_senders_claims_are_recovered(workspace: Workspace, tmp_path: Path) -> None:
     """Rows a sender claimed and never finished: `sending` ones are sent again, by the same
-    worker when it restarts or by another once the lease has run out."""
+    worker id when it restarts or by another once the lease has run out; `committing` ones
+    (past the point of no return) are taken as sent, unconfirmed, and never sent again."""
+    lease = T0 + timedelta(minutes=5)
     with smtp_server() as (port, server):
         strategy = write_strategy(tmp_path, port)
-        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2"])
+        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2", "u3"])
+        ids = [row["outbox_id"] for row in outbox_rows(workspace)]
         with workspace.state.begin() as connection:
-            connection.execute(
-                outbox.update().values(
-                    status="sending", claimed_by="sender-9", claimed_until=T0 + timedelta(minutes=5)
+            claims = [
+                ("sending", "sender-9/a"),
+                ("sending", "sender-9/a"),
+                ("sending", "sender-2/before-restart"),
+                ("committing", "sender-2/before-restart"),
+            ]
+            for outbox_id, (status, claim) in zip(ids, claims, strict=True):
+                connection.execute(
+                    outbox.update()
+                    .where(outbox.c.outbox_id == outbox_id)
+                    .values(status=status, claimed_by=claim, claimed_until=lease)
                 )
-            )
-        # Another worker: the lease still holds, nothing is taken over.
-        early = deliver(workspace, strategy, tmp_path, worker_id="sender-2")
+        # sender-2 restarts: its own claims at once; sender-9's lease still holds.
+        restart = deliver(workspace, strategy, tmp_path, worker_id="sender-2")
+        assert len(server.messages) == 1
         late = deliver(
             workspace, strategy, tmp_path, now=T0 + timedelta(minutes=6), worker_id="sender-2"
         )
         assert len(server.messages) == 3
-    assert (early.recovered, early.sent) == (0, 0)
-    assert (late.recovered, late.sent) == (3, 3)
-    assert [outcome for _, outcome, _ in attempts(workspace)][:3] == ["requeued"] * 3
+    assert (restart.recovered, restart.sent) == (2, 1)
+    assert (late.recovered, late.sent) == (2, 2)
+    assert [row["status"] for row in outbox_rows(workspace)] == ["sent"] * 4
+    outcomes = sorted(outcome for _, outcome, _ in attempts(workspace))
+    assert outcomes == ["requeued", "requeued", "requeued", "sent", "sent", "sent", "unconfirmed"]
 
 
 def test_quiet_hours_defer_marketing_to_the_morning_in_the_customers_zone(

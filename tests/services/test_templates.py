@@ -167,6 +167,21 @@ def test_loops_and_output_are_bounded(tmp_path: Path) -> None:
         render_message(nudge, variant=None, context=MessageContext(customer={}))
 
 
+def test_output_is_bounded(tmp_path: Path) -> None:
+    text = STRATEGY.replace(
+        'text: "{{ customer.first_name }}, your cart: {{ event.total | money }}"',
+        'text: "{% for i in (1..9000) %}{{ customer.bio }}{% endfor %}"',
+    )
+    strategy = parse_strategy(text, source="s.yaml")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "cart.mjml").write_text(MJML)
+    nudge = compile_templates(strategy=strategy, base_dir=tmp_path)["nudge"]
+    with pytest.raises(TemplateRenderError, match="output stream limit"):
+        render_message(nudge, variant=None, context=MessageContext(customer={"bio": "x" * 300}))
+    short = render_message(nudge, variant=None, context=MessageContext(customer={"bio": "xy"}))
+    assert short.text == "xy" * 9000
+
+
 @pytest.mark.parametrize("tag", ["{% include 'secrets.txt' %}", "{% render '/etc/passwd' %}"])
 def test_templates_cannot_read_files(tmp_path: Path, tag: str) -> None:
     text = STRATEGY.replace(

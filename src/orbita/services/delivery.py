@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import random
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from orbita.core.clock import Clock
 from orbita.core.errors import InvalidInputError, NotFoundError, UserError
@@ -129,6 +141,13 @@ class Delivery:
     rng: random.Random = field(default_factory=random.Random)
     _limiters: dict[str, _Limiter] = field(default_factory=dict)
     _recovered: bool = False
+    # What this sender's claims carry: its worker id and a token of this run, so that two
+    # processes started with one worker id by mistake still never both send a message.
+    claim_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.claim_id:
+            self.claim_id = f"{self.worker_id}/{secrets.token_hex(6)}"
 
     def limiter(self, channel: str) -> _Limiter:
         if channel not in self._limiters:
@@ -484,31 +503,33 @@ class _Caps:
 
 class _CommitPoints:
     """Records the point of no return of one message at a time, each in its own commit, on
-    a connection kept open for it (the shortest path from the commit to the final dot)."""
+    a DB-API connection kept open for it: the shortest path from the commit to the dot."""
 
     def __init__(self, workspace: Workspace, worker: str) -> None:
-        self.connection = workspace.state.connect()
+        self.raw = workspace.state.raw_connection()
         self.worker = worker
-        self.statement = (
-            update(outbox)
-            .where(
-                outbox.c.outbox_id == bindparam("b_id"),
-                outbox.c.status == "sending",
-                outbox.c.claimed_by == worker,
-            )
-            .values(status="committing")
+        mark = "?" if workspace.state.dialect.paramstyle == "qmark" else "%s"
+        # Plain SQL on purpose: this runs once per message, between two SMTP writes.
+        self.sql = (
+            "UPDATE outbox SET status = 'committing' "
+            f"WHERE outbox_id = {mark} AND status = 'sending' AND claimed_by = {mark}"
         )
 
     def point(self, outbox_id: int) -> CommitPoint:
         def commit() -> bool:
-            result = self.connection.execute(self.statement, {"b_id": outbox_id})
-            self.connection.commit()
-            return result.rowcount == 1
+            cursor = self.raw.cursor()
+            try:
+                cursor.execute(self.sql, (outbox_id, self.worker))
+                changed = cursor.rowcount
+            finally:
+                cursor.close()
+            self.raw.commit()
+            return changed == 1
 
         return commit
 
     def close(self) -> None:
-        self.connection.close()
+        self.raw.close()
 
 
 def _backoff(delivery: Delivery, attempts: int, retry_after: float | None) -> timedelta:
@@ -617,10 +638,11 @@ def _write(
     )
 
 
-def recover_outbox(*, workspace: Workspace, worker_id: str, now: datetime) -> int:
-    """Rows left claimed by a sender that died: this worker's own (it restarted) and any
-    whose lease ran out. `sending` goes back to the queue (the server never got the
-    message); `committing` becomes `sent`, unconfirmed (it did, as far as can be known)."""
+def recover_outbox(*, workspace: Workspace, worker_id: str | None, now: datetime) -> int:
+    """Rows left claimed by a sender that died: this worker id's own (it restarted: a worker
+    id names one sender process at a time) and any whose lease ran out. `sending` goes back
+    to the queue (the server never got the message); `committing` becomes `sent`,
+    unconfirmed (it did, as far as can be known)."""
     with workspace.state.begin() as connection:
         if not _is_postgres(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -632,7 +654,12 @@ def recover_outbox(*, workspace: Workspace, worker_id: str, now: datetime) -> in
             outbox.c.claimed_by,
         ).where(
             text("status IN ('sending', 'committing')"),
-            or_(outbox.c.claimed_by == worker_id, outbox.c.claimed_until < now),
+            or_(
+                outbox.c.claimed_until < now,
+                outbox.c.claimed_by.startswith(f"{worker_id}/", autoescape=True)
+                if worker_id is not None
+                else false(),
+            ),
         )
         if _is_postgres(connection):
             query = query.with_for_update(skip_locked=True)
@@ -676,7 +703,7 @@ def recover_outbox(*, workspace: Workspace, worker_id: str, now: datetime) -> in
                         if r["status"] == "sending"
                         else f"{r['claimed_by']} stopped after the point of no return"
                     ),
-                    "worker": worker_id,
+                    "worker": worker_id or "(lease expired)",
                 }
                 for r in rows
             ],
@@ -697,10 +724,10 @@ async def deliver_due(
     last stopped (and, on every call, what other senders left past their lease)."""
     if now.tzinfo is None:
         raise InvalidInputError([], summary="deliver_due needs an aware datetime")
-    worker = delivery.worker_id
+    worker = delivery.claim_id
     recovered = 0
     if not delivery._recovered:
-        recovered = recover_outbox(workspace=workspace, worker_id=worker, now=now)
+        recovered = recover_outbox(workspace=workspace, worker_id=delivery.worker_id, now=now)
         delivery._recovered = True
     else:
         recovered = _recover_expired(workspace, delivery, now)
@@ -729,7 +756,7 @@ def _recover_expired(workspace: Workspace, delivery: Delivery, now: datetime) ->
     if stale is None:
         return 0
     # Another sender's lease ran out; our own live claims are never older than one batch.
-    return recover_outbox(workspace=workspace, worker_id="\x00none", now=now)
+    return recover_outbox(workspace=workspace, worker_id=None, now=now)
 
 
 async def _deliver_batch(
@@ -741,7 +768,7 @@ async def _deliver_batch(
             connection,
             now=now,
             limit=policy.batch_size,
-            worker=delivery.worker_id,
+            worker=delivery.claim_id,
             lease=policy.lease,
         )
     if not rows:
@@ -769,7 +796,7 @@ async def _deliver_batch(
             sends.append(_send_one(delivery, channel, message, row, points, now=now))
     decisions.extend(await asyncio.gather(*sends))
     with workspace.state.begin() as connection:
-        _write(connection, decisions, now=now, worker=delivery.worker_id)
+        _write(connection, decisions, now=now, worker=delivery.claim_id)
     counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0, "unconfirmed": 0, "deferred": 0}
     for decision in decisions:
         counts[decision.outcome] += 1

@@ -55,6 +55,7 @@ class SmtpClient:
     async def _ready(self, smtp: aiosmtplib.SMTP) -> None:
         if not smtp.is_connected:
             await smtp.connect()
+            await smtp.ehlo()  # now: whether it takes 8-bit bodies decides the encoding
 
     async def close(self) -> None:
         for smtp in self._all:
@@ -68,8 +69,11 @@ class SmtpClient:
 
     # --- sending ----------------------------------------------------------------------
 
-    def envelope(self, message: OutgoingMessage) -> tuple[str, bytes]:
-        """(envelope sender, message bytes)."""
+    def envelope(
+        self, message: OutgoingMessage, *, eight_bit: bool = False
+    ) -> tuple[str, bytes, list[str]]:
+        """(envelope sender, message bytes, MAIL options); `eight_bit`: the server offers
+        8BITMIME."""
         sender = message.sender or self.channel.sender
         headers: list[tuple[str, str]] = [
             ("From", encode_address(sender)),
@@ -91,27 +95,42 @@ class SmtpClient:
             if message.unsubscribe_url:
                 headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         headers.append(("X-Orbita-Key", message.key))
-        raw = build_message(
-            headers=headers, text=message.text, html=message.html, boundary=f"=_{message.key}"
+        raw, needs_8bit = build_message(
+            headers=headers,
+            text=message.text,
+            html=message.html,
+            boundary=f"=_{message.key}",
+            eight_bit=eight_bit,
         )
-        return self.config.return_path(message.key, sender), raw
+        options = ["BODY=8BITMIME"] if needs_8bit else []
+        return self.config.return_path(message.key, sender), raw, options
 
     async def send(
         self, message: OutgoingMessage, *, commit: CommitPoint | None = None
     ) -> DeliveryResult:
         if not message.to.isascii() or "@" not in message.to or "\n" in message.to:
             return DeliveryResult.terminal(f"not an email address: {message.to!r}")
-        envelope_from, raw = self.envelope(message)
         message_id = self.config.message_id(message.key)
         pool = self._pool()
         smtp = await pool.get()
         try:
             await self._ready(smtp)
+            envelope_from, raw, options = self.envelope(
+                message, eight_bit=smtp.supports_extension("8bitmime")
+            )
             if commit is None:
-                _errors, reply = await smtp.sendmail(envelope_from, [message.to], raw)
+                _errors, reply = await smtp.sendmail(
+                    envelope_from, [message.to], raw, mail_options=options
+                )
                 return DeliveryResult.delivered(reply, provider_id=message_id)
             return await self._send_committed(
-                smtp, envelope_from, message.to, raw, commit=commit, message_id=message_id
+                smtp,
+                envelope_from,
+                message.to,
+                raw,
+                commit=commit,
+                message_id=message_id,
+                options=options,
             )
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [refusal.code for refusal in error.recipients]
@@ -145,6 +164,7 @@ class SmtpClient:
         *,
         commit: CommitPoint,
         message_id: str,
+        options: list[str],
     ) -> DeliveryResult:
         """MAIL, RCPT, DATA and the whole message but its final dot; then `commit` records
         the point of no return; then the dot. A server drops a transaction whose dot never
@@ -152,7 +172,7 @@ class SmtpClient:
         sent again), and one killed after it has handed the dot to the kernel, which
         delivers it (the message is not sent again). Only a kill in the microseconds between
         the commit and the write loses the message; it stays recorded as unconfirmed."""
-        await smtp.mail(envelope_from)
+        await smtp.mail(envelope_from, options=options)
         await smtp.rcpt(to)
         start = await smtp.execute_command(b"DATA")
         if start.code != 354:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -26,8 +27,7 @@ class EmailConfig:
     def message_id_domain(self) -> str:
         if self.channel.message_id_domain:
             return self.channel.message_id_domain
-        address = parseaddr(self.channel.sender)[1]
-        return address.rpartition("@")[2] or "orbita.invalid"
+        return address_of(self.channel.sender).rpartition("@")[2] or "orbita.invalid"
 
     def message_id(self, key: str) -> str:
         """The Message-ID of the outbox row with this key: the same on every attempt."""
@@ -38,6 +38,12 @@ class EmailConfig:
         a bounce names the message it is about; else the From address."""
         verp = self.channel.return_path
         if verp is None:
-            return parseaddr(sender)[1]
+            return address_of(sender)
         local, _, domain = verp.partition("@")
         return f"{local}+{key}@{domain}"
+
+
+@functools.lru_cache(maxsize=1024)
+def address_of(mailbox: str) -> str:
+    """`Shop <shop@example.com>` -> `shop@example.com` (senders repeat: parsed once)."""
+    return parseaddr(mailbox)[1]
