@@ -4,7 +4,10 @@ idempotent re-runs, Segment Entered / Exited stored once, stages by first match.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 
 import ibis
 import pyarrow as pa
@@ -13,6 +16,7 @@ from segment_helpers import day, identify, order, record, store, strategy
 from sqlalchemy import func, select
 
 from orbita.core.errors import NotFoundError, UserError
+from orbita.model.strategy import parse_strategy
 from orbita.services.customers import find_customer
 from orbita.services.lifecycle import stage_sizes, transition_matrix
 from orbita.services.segments import (
@@ -25,6 +29,7 @@ from orbita.services.segments import (
 from orbita.services.workspace import Workspace
 from orbita.store.state import segment_memberships, segment_refreshes, stage_history
 
+CLOTHING = Path(__file__).parents[1] / "fixtures" / "clothing_segments.yaml"
 RECENT = strategy(
     """
 segments:
@@ -239,3 +244,34 @@ def test_the_scheduled_snapshot_copies_only_changed_new_and_gone_profiles(
     assert snapshot(workspace) == expected
     sync_customer_snapshot(workspace=workspace)
     assert snapshot(workspace) == expected
+
+
+def test_one_query_over_event_features_finds_what_one_query_per_segment_found(
+    workspace: Workspace,
+) -> None:
+    """The clothing store's segments, RFM and stages refreshed the per-segment way (features
+    off), then again at the same moment over the feature tables in one query: no change."""
+    clothing = parse_strategy(CLOTHING.read_text(), source=str(CLOTHING))
+    rng = random.Random(5)
+    records = []
+    for i in range(60):
+        user = f"u{i}"
+        records.append(identify(user, country=rng.choice(["UA", "PL", "DE"])))
+        for n in range(rng.choice([0, 1, 2, 4, 7])):
+            at = day(rng.uniform(0, 400))
+            records.append(order(user, at, rng.choice([30.0, 160.0, 420.0])))
+            added = record(user, "Product Added", at - timedelta(hours=rng.choice([1, 6])))
+            records.append(replace(added, message_id=f"{user}-add-{n}"))
+        for n in range(rng.choice([0, 2, 3])):
+            category = rng.choice(["shoes", "bags"])
+            viewed = record(user, "Product Viewed", day(rng.uniform(370, 400)))
+            records.append(
+                replace(viewed, properties={"category": category}, message_id=f"{user}-v{n}")
+            )
+    store(workspace, *records)
+    first = refresh_segments(workspace=workspace, strategy=clothing, as_of=day(400), features=False)
+    assert sum(r.entered for r in first) > 100
+    assert len({r.name for r in first if r.size}) >= 15  # most segments and stages have members
+    again = refresh_segments(workspace=workspace, strategy=clothing, as_of=day(400))
+    assert [(r.name, r.entered, r.exited) for r in again if r.entered or r.exited] == []
+    assert [r.size for r in again] == [r.size for r in first]

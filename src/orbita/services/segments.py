@@ -239,12 +239,13 @@ def materialise_rfm(
     strategy: Strategy,
     as_of: datetime,
     features: FeaturePlan | None = None,
+    backend: Any = None,
 ) -> int:
     """Score every customer with orders in the window and write `rfm_cells`; the count.
-    With `features` (materialised, holding the RFM orders) the scores read them instead of
-    the events."""
+    With `features` (materialised on `backend`'s connection, holding the RFM orders) the
+    scores read them instead of the events."""
     dialect = _dialect(workspace)
-    backend = workspace.events.ibis()
+    backend = backend or workspace.events.ibis()
     if features is not None and features.column(rfm_orders(strategy.rfm)) is not None:
         cells = rfm_from_features(strategy.rfm, plan=features)
     else:
@@ -303,25 +304,35 @@ def refresh_segments(
     _repair_copies(workspace, keys)
     refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment)
     reports = []
+    with_stages = bool(stages or (stages is None and not names))
     try:
         rfm = uses_rfm(strategy)
         if features:
             started = time.perf_counter()
-            refresher.materialise_features(order, stages=stages is not False, rfm=rfm)
+            refresher.materialise_features(order, stages=with_stages, rfm=rfm)
             note("event features", time.perf_counter() - started)
         if rfm:
             started = time.perf_counter()
             materialise_rfm(
-                workspace=workspace, strategy=strategy, as_of=moment, features=refresher.features
+                workspace=workspace,
+                strategy=strategy,
+                as_of=moment,
+                features=refresher.features,
+                backend=refresher.backend,
             )
             note("rfm", time.perf_counter() - started)
-        for name in order:
-            reports.append(refresher.segment(name, inline=inline_references))
-            note(name, reports[-1].seconds)
-        if stages or (stages is None and not names):
-            for report in refresher.stages():
-                reports.append(report)
+        if features:
+            reports = refresher.together(order, stages=with_stages)
+            for report in reports:
                 note(report.name, report.seconds)
+        else:
+            for name in order:
+                reports.append(refresher.segment(name, inline=inline_references))
+                note(name, reports[-1].seconds)
+            if with_stages:
+                for report in refresher.stages():
+                    reports.append(report)
+                    note(report.name, report.seconds)
     finally:
         # Nothing keeps per-customer figures between refreshes (an erasure need not look).
         refresher.drop_features()
@@ -421,7 +432,10 @@ class _Refresher:
         if rfm:
             plan.add_latest(rfm_orders(self.strategy.rfm))
         for table, expr in feature_tables(plan, as_of=self.as_of, tables=self.tables).items():
-            self.backend.create_table(table, expr, overwrite=True)
+            # Temporary (this connection's, never written to the store's file): dropped by
+            # the end of the refresh; the refresh's queries all run on this connection.
+            self.backend.drop_table(table, force=True)
+            self.backend.create_table(table, expr, temp=True)
         self.features = plan
 
     def drop_features(self) -> None:
@@ -456,6 +470,61 @@ class _Refresher:
             earlier.append(_stage_key(stage.name))
         return reports
 
+    def together(self, names: Sequence[str], *, stages: bool) -> list[RefreshReport]:
+        """Segments and stages in one query: each compiled with its references inlined
+        (over the feature tables they cost little), each stage as its segment minus the
+        segments of every earlier stage, all diffed against the current members at once."""
+        started = time.perf_counter()
+        items: list[tuple[str, Kind, Expr, str]] = []
+        for name in names:
+            segment = self.strategy.segments[name]
+            new = self.compile(segment, name=name, inline=True)
+            items.append((name, "segment", new, definition_hash(segment)))
+        if stages:
+            earlier: list[Expr] = []
+            earlier_keys: list[str] = []
+            for stage in self.strategy.stages:
+                segment = stage.condition_segment(self.strategy.segments)
+                named = stage.segment if isinstance(stage.segment, str) else None
+                members = self.compile(segment, name=named, inline=True)
+                mine = members
+                for other in earlier:
+                    mine = mine.anti_join(other, "customer_id")
+                digest = definition_hash(segment, salt="|".join(earlier_keys) + "|")
+                items.append((stage.name, "stage", mine.select("customer_id"), digest))
+                earlier.append(members)
+                earlier_keys.append(_stage_key(stage.name))
+        if not items:
+            return []
+        if self.dialect != "duckdb":
+            # PostgreSQL: Ibis puts the shared parts of one big query in CTEs, where the
+            # printer leaves anti-joins as ANTI JOIN, which PostgreSQL lacks: a query each.
+            return [self._apply(name, kind, new, digest) for name, kind, new, digest in items]
+        keys = [name if kind == "segment" else _stage_key(name) for name, kind, _, _ in items]
+        current = _members_table().view()
+        marked = ibis.union(
+            *(
+                new.select(
+                    segment=ibis.literal(key, "string"),
+                    customer_id=new.customer_id,
+                    side=ibis.literal(1, "int8"),
+                )
+                for key, (_, _, new, _) in zip(keys, items, strict=True)
+            ),
+            current.filter(current.segment.isin(keys)).select(
+                "segment", "customer_id", side=ibis.literal(2, "int8")
+            ),
+            distinct=False,
+        )
+        sides = marked.group_by("segment", "customer_id").aggregate(side=marked.side.sum())
+        rows = self.backend.to_pyarrow(sides.filter(sides.side != 3))
+        share = (time.perf_counter() - started) / len(items)
+        reports = []
+        for key, (name, kind, _, digest) in zip(keys, items, strict=True):
+            own = rows.filter(pc.equal(rows.column("segment"), key))
+            reports.append(self._take(name, kind, own, digest, time.perf_counter() - share))
+        return reports
+
     def _apply(self, name: str, kind: Kind, new: Expr, digest: str) -> RefreshReport:
         started = time.perf_counter()
         key = name if kind == "segment" else _stage_key(name)
@@ -470,6 +539,14 @@ class _Refresher:
         )
         sides = marked.group_by("customer_id").aggregate(side=marked.side.sum())
         rows = self.backend.to_pyarrow(sides.filter(sides.side != 3))
+        return self._take(name, kind, rows, digest, started)
+
+    def _take(
+        self, name: str, kind: Kind, rows: pa.Table, digest: str, started: float
+    ) -> RefreshReport:
+        """Book one segment's or stage's differences (customer_id, side: 1 entered, 2
+        exited): its analytic copy now, its events and record at `commit`."""
+        key = name if kind == "segment" else _stage_key(name)
         side = rows.column("side")
         ids = rows.column("customer_id")
         entered = ids.filter(pc.equal(side, 1)).combine_chunks()
