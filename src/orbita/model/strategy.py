@@ -26,7 +26,7 @@ from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.core.zones import check_time_zone
 from orbita.model.channels import Channel
 from orbita.model.goals import Goal
-from orbita.model.journeys import Journey, SendStep, iter_steps
+from orbita.model.journeys import BranchStep, Journey, SendStep, iter_steps
 from orbita.model.rfm import RfmConfig
 from orbita.model.segments import (
     ComputedTrait,
@@ -174,8 +174,36 @@ def check_strategy_references(strategy: Strategy) -> list[FieldProblem]:
                 ("stages", index, "segment"),
                 f"unknown segment {stage.segment!r}{_known(strategy.segments)}",
             )
+    _journey_segment_problems(strategy, add)
     _delivery_problems(strategy, add)
     return sorted(problems, key=lambda p: p.line or 0)
+
+
+def _journey_segment_problems(strategy: Strategy, add: Callable[[Path, str], None]) -> None:
+    """Segments a journey names (its trigger, its branches' conditions) must exist."""
+    document = strategy.source
+    for journey_name, journey in strategy.journeys.items():
+        under: Path = ("journeys", journey_name)
+        segment = getattr(journey.trigger, "segment", None)
+        if isinstance(segment, str) and segment not in strategy.segments:
+            trigger: Path = (*under, "trigger")
+            at = trigger
+            for key in ("segment_entered", "segment_exited", "segment"):
+                at = _find_value(document, trigger, key, segment)
+                if at != trigger:
+                    break
+            add(at, f"unknown segment {segment!r}{_known(strategy.segments)}")
+        named: list[str] = []
+        for step in iter_steps(journey.steps):
+            if isinstance(step, BranchStep):
+                for arm in step.arms:
+                    named += [
+                        node.segment for node in walk(arm.when) if isinstance(node, SegmentRef)
+                    ]
+        for name in dict.fromkeys(named):
+            if name not in strategy.segments:
+                at = _find_value(document, under, "segment", name)
+                add(at, f"unknown segment {name!r}{_known(strategy.segments)}")
 
 
 def _delivery_problems(strategy: Strategy, add: Callable[[Path, str], None]) -> None:
