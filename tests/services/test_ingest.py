@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -233,6 +235,51 @@ def test_on_stored_gets_each_new_event_once_in_order_with_its_customer(
     assert seen[2].record.group_id == "g7"
     assert seen[3].record.properties == {"revenue": 12.5}
     assert seen[3].record.timestamp.tzinfo is not None
+
+
+def test_requests_that_come_during_a_write_are_written_together_next(
+    workspace: Workspace,
+) -> None:
+    release = threading.Event()
+    writes: list[list[str]] = []
+
+    writing = threading.Event()
+
+    def hold_the_first_write(events: Sequence[CustomerEvent]) -> None:
+        writes.append([e.record.message_id for e in events])
+        writing.set()
+        release.wait(timeout=30)
+
+    ingestor = Ingestor(workspace=workspace, on_stored=hold_the_first_write)
+    ingestor.start()
+    messages = [
+        {"type": "identify", "userId": "bob", "messageId": "m1"},
+        {"type": "page", "anonymousId": "a2", "name": "Home", "messageId": "m2"},
+        # the message that says the two profiles are one person, then one more event
+        {"type": "identify", "userId": "bob", "anonymousId": "a2", "messageId": "m3"},
+        {"type": "track", "userId": "bob", "event": "Order Completed", "messageId": "m4"},
+    ]
+
+    async def send_one_by_one() -> list[int]:
+        results = []
+        for message in messages:
+            results.append(asyncio.create_task(ingestor.ingest_async(batch(message))))
+            await asyncio.sleep(0.3)  # each is waiting before the next comes
+            await asyncio.to_thread(writing.wait, 30)  # the first is being written
+        release.set()
+        return [(await result).stored for result in results]
+
+    try:
+        assert asyncio.run(send_one_by_one()) == [1, 1, 1, 1]
+    finally:
+        ingestor.close()
+    # m2 was resolved as soon as it came (the resolver was free); m3 and m4 came while
+    # it waited for the writer, and were resolved and written together after it.
+    assert writes == [["m1"], ["m2"], ["m3", "m4"]]
+    bob = get_customer(workspace=workspace, user_id="bob")
+    assert bob.events_count == 4
+    assert bob.profile.anonymous_ids == ("a2",)
+    assert count_customers(workspace=workspace) == 1
 
 
 def test_a_failing_on_stored_loses_nothing(

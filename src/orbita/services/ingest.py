@@ -372,7 +372,8 @@ class Ingestor:
     The first coalesces waiting requests and resolves their customers; the second writes
     the events. The event store works without the GIL, so the next batch is resolved while
     this one is written; a stage waits for the other rather than run ahead, which keeps
-    writes large when requests pile up and keeps them in arrival order.
+    writes large when requests pile up and keeps them in arrival order. The next batch is
+    formed when the writer starts on the last one, so it holds what came during a write.
 
     `on_stored`, when given, is called in the writer after each write with the events stored
     newly by it (never duplicates), in arrival order, before their requests are answered.
@@ -390,6 +391,7 @@ class Ingestor:
         self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Job | _Exclusive | None] = queue.SimpleQueue()
         self._writes: queue.Queue[_Write | _Exclusive | None] = queue.Queue(maxsize=1)
+        self._taken = threading.Condition()  # the writer took what was handed over
         self._resolver = IdentityResolver()
         self._thread = threading.Thread(target=self._run, name="orbita-ingest", daemon=True)
         self._writer = threading.Thread(
@@ -478,9 +480,14 @@ class Ingestor:
                 job.done.set_exception(error)
             return
         self._writes.put(_Write(jobs=jobs, keys=events.message_ids(), resolved=resolved))
+        # The next group forms once the writer has started on this one: then it holds every
+        # request that came during a write, not the one or two that came during a resolve.
+        with self._taken:
+            while not self._writes.empty():
+                self._taken.wait()
 
     def _write_loop(self) -> None:
-        while (item := self._writes.get()) is not None:
+        while (item := self._get_write()) is not None:
             if isinstance(item, _Exclusive):
                 try:
                     item.done.set_result(item.work())
@@ -488,6 +495,12 @@ class Ingestor:
                     item.done.set_exception(error)
             else:
                 self._commit(item)
+
+    def _get_write(self) -> _Write | _Exclusive | None:
+        item = self._writes.get()
+        with self._taken:
+            self._taken.notify_all()
+        return item
 
     def _commit(self, write: _Write) -> None:
         jobs, keys = write.jobs, write.keys
