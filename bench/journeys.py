@@ -26,8 +26,10 @@ as the peer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
+import queue
 import random
 import sys
 import tempfile
@@ -167,6 +169,23 @@ def setup_runs(settings: Settings, customers: int, *, with_customers: bool) -> f
     return time.perf_counter() - began
 
 
+def _server_cpu(database: str | None, seen: dict[int, float]) -> None:
+    """CPU seconds of each PostgreSQL backend connected to `database` (this machine)."""
+    if database is None:
+        return
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f" {database} ".encode() not in (entry / "cmdline").read_bytes():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+
+
 # --- timed advance -------------------------------------------------------------------------
 
 
@@ -217,7 +236,8 @@ def _worker(
 
 def run_workers(
     settings: Settings, workers: int, connections: int, limit: int | None
-) -> list[WorkerResult]:
+) -> tuple[list[WorkerResult], float]:
+    """The workers' results and the CPU seconds of the PostgreSQL backends serving them."""
     context = multiprocessing.get_context("spawn")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     processes = [
@@ -231,13 +251,22 @@ def run_workers(
         process.start()
     for _ in processes:
         ready.get(timeout=120)
+    database = settings.database_url.rpartition("/")[2] if settings.database_url else None
+    server: dict[int, float] = {}
+    _server_cpu(database, server)
+    before = dict(server)
     go.set()
-    found = [results.get() for _ in processes]
+    found: list[WorkerResult] = []
+    while len(found) < len(processes):
+        with contextlib.suppress(queue.Empty):
+            found.append(results.get(timeout=0.5))
+        _server_cpu(database, server)  # sampled while the backends live
+    server_cpu = sum(cpu - before.get(pid, 0.0) for pid, cpu in server.items())
     for process in processes:
         process.join()
         if process.exitcode != 0:
             raise SystemExit(f"a worker failed (exit code {process.exitcode})")
-    return found
+    return found, server_cpu
 
 
 def check(settings: Settings, customers: int, results: Sequence[WorkerResult]) -> None:
@@ -292,10 +321,14 @@ def advance_figures(
     connections: int,
     limit: int | None,
 ) -> float:
-    results = run_workers(settings, workers, connections, limit)
+    results, server_cpu = run_workers(settings, workers, connections, limit)
     wall = max(r.finished for r in results) - min(r.started for r in results)
     check(settings, customers, results)
     rate = customers / wall
+    client = sum(r.cpu for r in results)
+    cpu = f"CPU per run: workers {client / customers * 1e6:.0f} µs"
+    if server_cpu:
+        cpu += f" + PostgreSQL {server_cpu / customers * 1e6:.0f} µs"
     shares = ", ".join(
         f"{r.worker_id} {r.claimed:,} runs in {r.batches:,} batches, "
         f"{r.finished - r.started:.1f} s, CPU {r.cpu:.1f} s"
@@ -304,7 +337,7 @@ def advance_figures(
     setup = f"{workers} worker{'s' if workers > 1 else ''} x {connections} conn."
     print(
         f"{name:<10} {setup:<19} {customers:,} runs in "
-        f"{wall:6.1f} s = {rate:>9,.0f} runs/s  [{shares}]  checked",
+        f"{wall:6.1f} s = {rate:>9,.0f} runs/s  [{shares}; {cpu}]  checked",
         flush=True,
     )
     return rate
