@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -480,19 +480,26 @@ class _Refresher:
             segment = self.strategy.segments[name]
             new = self.compile(segment, name=name, inline=True)
             items.append((name, "segment", new, definition_hash(segment)))
-        if stages:
-            earlier: list[Expr] = []
+        if stages and self.strategy.stages:
+            # First match wins: each customer's stage is the first whose segment holds them.
+            ranked = ibis.union(
+                *(
+                    self.compile(
+                        stage.condition_segment(self.strategy.segments),
+                        name=stage.segment if isinstance(stage.segment, str) else None,
+                        inline=True,
+                    ).select("customer_id", rank=ibis.literal(index, "int16"))
+                    for index, stage in enumerate(self.strategy.stages)
+                ),
+                distinct=False,
+            )
+            first = ranked.group_by("customer_id").aggregate(rank=ranked["rank"].min())
             earlier_keys: list[str] = []
-            for stage in self.strategy.stages:
+            for index, stage in enumerate(self.strategy.stages):
                 segment = stage.condition_segment(self.strategy.segments)
-                named = stage.segment if isinstance(stage.segment, str) else None
-                members = self.compile(segment, name=named, inline=True)
-                mine = members
-                for other in earlier:
-                    mine = mine.anti_join(other, "customer_id")
                 digest = definition_hash(segment, salt="|".join(earlier_keys) + "|")
-                items.append((stage.name, "stage", mine.select("customer_id"), digest))
-                earlier.append(members)
+                mine = first.filter(first["rank"] == index).select("customer_id")
+                items.append((stage.name, "stage", mine, digest))
                 earlier_keys.append(_stage_key(stage.name))
         if not items:
             return []
@@ -518,11 +525,14 @@ class _Refresher:
         )
         sides = marked.group_by("segment", "customer_id").aggregate(side=marked.side.sum())
         rows = self.backend.to_pyarrow(sides.filter(sides.side != 3))
+        # Every analytic copy in one write (nothing later in this refresh reads them).
+        self.workspace.events.apply_member_changes(rows)
         share = (time.perf_counter() - started) / len(items)
         reports = []
         for key, (name, kind, _, digest) in zip(keys, items, strict=True):
             own = rows.filter(pc.equal(rows.column("segment"), key))
-            reports.append(self._take(name, kind, own, digest, time.perf_counter() - share))
+            report = self._take(name, kind, own, digest, time.perf_counter(), applied=True)
+            reports.append(replace(report, seconds=share))
         return reports
 
     def _apply(self, name: str, kind: Kind, new: Expr, digest: str) -> RefreshReport:
@@ -542,7 +552,14 @@ class _Refresher:
         return self._take(name, kind, rows, digest, started)
 
     def _take(
-        self, name: str, kind: Kind, rows: pa.Table, digest: str, started: float
+        self,
+        name: str,
+        kind: Kind,
+        rows: pa.Table,
+        digest: str,
+        started: float,
+        *,
+        applied: bool = False,
     ) -> RefreshReport:
         """Book one segment's or stage's differences (customer_id, side: 1 entered, 2
         exited): its analytic copy now, its events and record at `commit`."""
@@ -560,7 +577,7 @@ class _Refresher:
             # The events and the record follow for all of them at once (`commit`); a crash
             # before then leaves copies that disagree with the record, which the next
             # refresh rebuilds from the record before it computes (and emits) again.
-            if len(entered) or len(exited):
+            if (len(entered) or len(exited)) and not applied:
                 self.workspace.events.apply_members(key=key, entered=entered, exited=exited)
             self.pending.append(
                 _Change(

@@ -200,6 +200,11 @@ class EventStore(Protocol):
         """Update the current members of `key` (a segment, a stage) in `segment_members`."""
         ...
 
+    def apply_member_changes(self, changes: pa.Table) -> None:
+        """Many keys' changes in one write: rows of (segment, customer_id, side), side 1
+        entered and 2 exited."""
+        ...
+
     def replace_members(self, *, key: str, members: pa.Array) -> None:
         """Set the current members of `key` to exactly `members` (a rebuild from the record)."""
         ...

@@ -327,6 +327,31 @@ class DuckDBEventStore:
     def apply_members(self, *, key: str, entered: pa.Array, exited: pa.Array) -> None:
         self._members(key=key, entered=entered, exited=exited, everything=False)
 
+    def apply_member_changes(self, changes: pa.Table) -> None:
+        if changes.num_rows == 0:
+            return
+        cur = self._cursor()
+        cur.register("changes", changes.select(["segment", "customer_id", "side"]))
+        try:
+            with self._write_lock:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute(
+                        "DELETE FROM segment_members USING changes "
+                        "WHERE changes.side = 2 AND segment_members.segment = changes.segment "
+                        "AND segment_members.customer_id = changes.customer_id"
+                    )
+                    cur.execute(
+                        "INSERT INTO segment_members "
+                        "SELECT segment, customer_id FROM changes WHERE side = 1"
+                    )
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        finally:
+            cur.unregister("changes")
+
     def replace_members(self, *, key: str, members: pa.Array) -> None:
         self._members(key=key, entered=members, exited=pa.array([], pa.int64()), everything=True)
 

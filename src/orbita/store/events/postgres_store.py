@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine.url import make_url
 
@@ -237,6 +238,26 @@ class PostgresEventStore:
                 conn.execute(
                     "INSERT INTO segment_members SELECT %s, unnest(%s::bigint[])",
                     [key, pa.array(entered, pa.int64()).to_pylist()],
+                )
+
+    def apply_member_changes(self, changes: pa.Table) -> None:
+        if changes.num_rows == 0:
+            return
+        by_side = {side: changes.filter(pc.equal(changes.column("side"), side)) for side in (1, 2)}
+        with self._connection() as conn:
+            gone = by_side[2]
+            if gone.num_rows:
+                conn.execute(
+                    "DELETE FROM segment_members m "
+                    "USING unnest(%s::text[], %s::bigint[]) AS c(segment, customer_id) "
+                    "WHERE m.segment = c.segment AND m.customer_id = c.customer_id",
+                    [gone.column("segment").to_pylist(), gone.column("customer_id").to_pylist()],
+                )
+            new = by_side[1]
+            if new.num_rows:
+                conn.execute(
+                    "INSERT INTO segment_members SELECT * FROM unnest(%s::text[], %s::bigint[])",
+                    [new.column("segment").to_pylist(), new.column("customer_id").to_pylist()],
                 )
 
     def replace_members(self, *, key: str, members: pa.Array) -> None:
