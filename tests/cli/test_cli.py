@@ -244,22 +244,36 @@ def test_with_a_server_running(
     assert "u9" in err
 
 
-def test_demo_prints_what_it_loaded(tmp_path: Path) -> None:
+def test_demo_runs_the_strategy_and_compares_with_the_holdout(tmp_path: Path) -> None:
     path = str(tmp_path / "demo")
+    args = ("demo", "--customers", "150", "--days", "35", "--weeks", "2", "-w", path)
 
-    code, out, err = orbita("demo", "--customers", "60", "--days", "30", "-w", path)
+    code, out, err = orbita(*args)
 
     assert code == 0, err
-    for title in ("Workspace", "Events by type", "Revenue by month"):
-        assert title in out
-    assert "Order Completed" in out
+    assert "Journeys: conversion within the goal window" in out
+    for journey in ("welcome", "abandoned_cart", "browse_abandonment"):
+        assert journey in out
 
-    code, out, _ = orbita("demo", "--customers", "60", "--days", "30", "-w", path, "--json")
-    data = json.loads(out)
-    # Running it again loads the same data: nothing new is stored.
-    assert data["loaded"]["events"]["stored"] == 0
-    assert data["summary"]["customers"] == 60
-    assert data["summary"]["events"] == data["loaded"]["events"]["rows"] + 60
+    # Again: the demo's own workspace is made anew, and the run is the same (seeded).
+    code, again, _ = orbita(*args, "--json")
+    data = json.loads(again)
+    assert data["customers"]["stored"] == 150
+    stats = {j["stats"]["name"]: j["stats"] for j in data["journeys"]}
+    entered = sum(a["entered"] for a in stats["welcome"]["arms"].values())
+    assert entered > 0 and stats["welcome"]["sent"] >= entered * 0.9
+    assert data["run"]["messages"] == sum(j["sent"] for j in stats.values())
+    assert data["run"]["events"] > data["responses"] > 0
+
+
+def test_demo_refuses_a_workspace_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    code, _, err = orbita(
+        "demo", "-n", "20", "-d", "30", "--weeks", "1", "-w", str(tmp_path / "mine")
+    )
+    assert code == 2 and "not a demo workspace" in err
+    assert (tmp_path / "mine" / "notes.txt").exists()
 
 
 def test_generate_to_files_and_into_the_workspace(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -131,9 +132,12 @@ def demo_tables(console: Console, report: DemoReport) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    table = Table(title="Journeys: conversion within the goal window, treatment vs holdout")
-    for column in ("journey", "entered", "holdout", "sent", "conv.", "holdout", "uplift", "true"):
-        table.add_column(column, justify="left" if column == "journey" else "right")
+    table = Table(
+        title="Journeys: conversion within the goal window, treatment vs holdout", box=box.SIMPLE
+    )
+    table.add_column("journey", no_wrap=True, min_width=18)
+    for column in ("in", "held", "sent", "conv", "held conv", "uplift", "true"):
+        table.add_column(column, justify="right", no_wrap=True)
     for outcome in report.journeys:
         stats = outcome.stats
         treated, held = stats.arms["treatment"], stats.arms["holdout"]
@@ -144,13 +148,15 @@ def demo_tables(console: Console, report: DemoReport) -> None:
             f"{stats.sent:,}",
             _rate(treated.conversion_rate),
             _rate(held.conversion_rate),
-            "-" if stats.uplift is None else f"{stats.uplift * 100:+.1f}pp",
-            "-" if outcome.true_uplift is None else f"{outcome.true_uplift * 100:+.1f}pp",
+            "-" if stats.uplift is None else f"{stats.uplift * 100:+.1f}",
+            "-" if outcome.true_uplift is None else f"{outcome.true_uplift * 100:+.1f}",
         )
     console.print(table)
     console.print(
-        "uplift: treatment minus holdout conversion; true: the simulator's effect of one "
-        "message (what the uplift should find, within its sampling error)",
+        "in: entered (treatment); held: entered the holdout; conv: converted within the goal "
+        "window; uplift: treatment minus holdout conversion, in percentage points; true: the "
+        "simulator's effect of one message, what the uplift should find within its sampling "
+        "error",
         markup=False,
         highlight=False,
         soft_wrap=True,
