@@ -110,17 +110,21 @@ def demo(
     days: generate.DaysOption = 180,
     weeks: Annotated[int, typer.Option(min=1, help="Simulated weeks the strategy runs.")] = 8,
     seed: generate.SeedOption = 7,
+    store: Annotated[
+        generate.Store, typer.Option(help="Which generated store, with its example strategy.")
+    ] = generate.Store.clothing_store,
     strategy_file: Annotated[
         Path | None,
-        typer.Option("--strategy", help="Strategy (default: examples/clothing-store)."),
+        typer.Option("--strategy", help="Strategy (default: the store's example)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate a clothing store, apply its strategy, run it over simulated weeks (the
-    customers answer the messages), and print what each journey did against its holdout."""
+    """Generate a store (the clothing store, or the bank), apply its example strategy, run
+    it over simulated weeks (the customers answer the messages), and print what each
+    journey did against its holdout."""
     from orbita.services.demo import run_demo  # numpy and Ibis: imported only where used
 
-    path = strategy_file or EXAMPLES / "clothing-store" / "strategy.yaml"
+    path = strategy_file or EXAMPLES / store.value / "strategy.yaml"
     with user_errors(workspace=workspace):
         if weeks * 7 >= days:
             raise UserError("--weeks must be shorter than --days: the rest is the history")
@@ -135,9 +139,9 @@ def demo(
             )
         init_workspace(settings=settings)
         (workspace / DEMO_MARKER).write_text('{"made_by": "orbita demo"}\n')
-        out = settings.workspace / "generated" / f"clothing-store-{customers}x{days}-seed{seed}"
+        out = settings.workspace / "generated" / f"{store.value}-{customers}x{days}-seed{seed}"
         made = generate.generate_files(
-            store=generate.Store.clothing_store,
+            store=store,
             customers=customers,
             days=days,
             seed=seed,

@@ -44,6 +44,12 @@ RESPONSE_EVENTS = {
     "telegram": ("Telegram Read", "Telegram Clicked"),
 }
 OPEN_FACTOR_KEY = {"smtp": "email", "sms": "sms", "push": "push", "telegram": "telegram"}
+# The simulator's campaign a journey of the example strategies plays (by default its name).
+CAMPAIGN_OF = {"bank": {"onboarding": "activation_nudge"}}
+
+
+def campaign_of(store: str, journey: str) -> str:
+    return CAMPAIGN_OF.get(store, {}).get(journey, journey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +125,10 @@ def run_demo(
         ),
     )
     truth = CAMPAIGNS.get(generated.store, {})
-    outcomes = [
-        JourneyOutcome(stats, truth[stats.name].uplift if stats.name in truth else None)
-        for stats in journeys_stats(workspace=workspace)
-    ]
+    outcomes = []
+    for stats in journeys_stats(workspace=workspace):
+        campaign = truth.get(campaign_of(generated.store, stats.name))
+        outcomes.append(JourneyOutcome(stats, campaign.uplift if campaign else None))
     return DemoReport(
         history=history,
         customers=people,
@@ -166,12 +172,13 @@ class _ClosedLoop:
         records: list[EventRecord] = []
         campaigns = CAMPAIGNS.get(self.store, {})
         for run_id, journey, channel, template, sent_at, key, user_id in rows:
-            if journey not in campaigns or user_id is None:
+            campaign = campaign_of(self.store, journey)
+            if campaign not in campaigns or user_id is None:
                 continue
             kind = self._channel_type(channel, template)
             answer = sample_responses(
                 store=self.store,
-                campaign=journey,
+                campaign=campaign,
                 seed=self.seed,
                 now=sent_at,
                 user_ids=[f"{user_id}:{key}"],
