@@ -202,7 +202,7 @@ class _ClosedLoop:
                 order = {"order_id": f"demo-{key[:12]}", "revenue": float(answer.value[0])}
                 records.append(
                     _event(
-                        campaigns[journey].goal_event, user_id, answer.converted_at[0], key, order
+                        campaigns[campaign].goal_event, user_id, answer.converted_at[0], key, order
                     )
                 )
         self.responses += len(records)
