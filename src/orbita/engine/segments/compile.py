@@ -425,11 +425,18 @@ class _Compiler:
         )
         if not keys:
             return events, lambda key: _json_values(self.json, events.properties, key)
+        # Two steps: each key's value out of the document (one parse of the document per
+        # key), then its type and text out of that small value.
+        extracted = events.select(
+            "customer_id",
+            "timestamp",
+            **{f"_json{i}": self.json.value(events.properties, key) for i, key in enumerate(keys)},
+        )
         parts: dict[str, Expr] = {}
-        for index, key in enumerate(keys):
-            kind, text = self.json.parts(events.properties, key)
+        for index in range(len(keys)):
+            kind, text = self.json.value_parts(extracted[f"_json{index}"])
             parts[f"_type{index}"], parts[f"_text{index}"] = kind, text
-        read = events.select("customer_id", "timestamp", **parts)
+        read = extracted.select("customer_id", "timestamp", **parts)
         json = self.json
 
         def values(key: str) -> _Values:

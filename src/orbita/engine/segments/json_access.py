@@ -49,6 +49,10 @@ def _duckdb_type_at(doc: dt.JSON, path: str) -> str: ...  # type: ignore[empty-b
 def _duckdb_string_at(doc: dt.JSON, path: str) -> str: ...  # type: ignore[empty-body]  # builtin
 
 
+@_builtin("json_extract")
+def _duckdb_value_at(doc: dt.JSON, path: str) -> dt.JSON: ...  # builtin
+
+
 @_builtin("jsonb_typeof")
 def _postgres_jsonb_typeof(doc: dt.JSON(binary=True)) -> str: ...  # type: ignore[empty-body,valid-type]  # builtin
 
@@ -127,6 +131,16 @@ class DuckDBJson(NativeJson):
         (engine/segments/features.py) and read them with the `*_of` functions."""
         path = self._path(key)
         return _duckdb_type_at(doc, path), _duckdb_string_at(doc, path)
+
+    def value(self, doc: Any, key: str) -> Any:
+        """The key's value as a small JSON document: parsed out of `doc` once, then read by
+        `value_parts` (a scan reading a key many times pays one parse of the document)."""
+        return _duckdb_value_at(doc, self._path(key))
+
+    @staticmethod
+    def value_parts(value: Any) -> tuple[Any, Any]:
+        """`parts` of a value taken by `value`."""
+        return _duckdb_json_type(value), _duckdb_string_at(value, "$")
 
     @staticmethod
     def text_of(kind: Any, value: Any) -> Any:
