@@ -30,6 +30,7 @@ from orbita.core.clock import SimulatedClock
 from orbita.core.errors import InvalidInputError, UserError
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
+from orbita.services.identity import IdentityResolver
 from orbita.services.ingest import store_records
 from orbita.services.journeys import (
     CustomerEvent,
@@ -137,6 +138,7 @@ def run_until(
         raise UserError("the step must be positive")
     report = RunReport(started=start, until=until)
     timeline = _Timeline(events)
+    resolver = IdentityResolver()  # one cache of ids for the whole run
     refreshing = refresh_every is not None and bool(strategy.segments or strategy.stages)
     last_refresh = start
     timed: list[CustomerEvent] = []  # scheduled entries worked out up to `timed_until`
@@ -173,7 +175,7 @@ def run_until(
             if not records and not now_due:
                 break
             clock.set(max(clock.now(), records[-1].timestamp if records else window_start))
-            played += _play(workspace, journeys, records, now_due, report)
+            played += _play(workspace, journeys, records, now_due, report, resolver)
         clock.set(window_end)
         if (
             refreshing
@@ -219,10 +221,11 @@ def _play(
     records: Sequence[EventRecord],
     entries: Sequence[CustomerEvent],
     report: RunReport,
+    resolver: IdentityResolver,
 ) -> int:
     stored: list[CustomerEvent] = []
     if records:
-        store_records(workspace=workspace, records=records)
+        store_records(workspace=workspace, records=records, resolver=resolver)
         stored = resolve_customers(workspace=workspace, records=records)
     report.events += len(records)
     if stored or entries:

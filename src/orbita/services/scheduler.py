@@ -110,13 +110,15 @@ def _scheduled(
         else:
             zone = journeys.timezone if trigger.timezone == "workspace" else trigger.timezone
         by_zone[zone].append(profile)
+    # Zones with one offset share their moments: each moment's members are computed once.
+    at_moment: dict[datetime, set[int]] = {}
     for zone, members in sorted(by_zone.items()):
         for moment in _occurrences(trigger.cron, zone=zone, after=after, until=until):
-            wanted = (
-                _members_at(workspace, strategy, trigger.segment, moment)
-                if trigger.segment is not None
-                else None
-            )
+            wanted: set[int] | None = None
+            if trigger.segment is not None:
+                if moment not in at_moment:
+                    at_moment[moment] = _members_at(workspace, strategy, trigger.segment, moment)
+                wanted = at_moment[moment]
             for profile in members:
                 if wanted is None or profile.customer_id in wanted:
                     yield _entry(name, profile, moment, kind="schedule", event=SCHEDULE_FIRED)
