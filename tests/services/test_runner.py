@@ -48,6 +48,17 @@ def _records(items: list[tuple[int, dict[str, Any]]]) -> Iterator[EventRecord]:
             )
 
 
+def _segments(data: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's segments, and a stand-in (that nobody is in) for each segment whose
+    entries and exits the timeline plays as events rather than by refreshing."""
+    segments = dict(data.get("segments") or {})
+    for item in data["timeline"]:
+        for key in ("segment_entered", "segment_exited"):
+            if key in item and item[key] not in segments:
+                segments[item[key]] = {"trait": f"stand_in_{item[key]}", "eq": True}
+    return segments
+
+
 def _channels(value: object) -> set[str]:
     if isinstance(value, dict):
         found = {value["channel"]} if isinstance(value.get("channel"), str) else set()
@@ -63,7 +74,7 @@ def play(workspace: Workspace, data: dict[str, Any]) -> list[dict[str, Any]]:
     source = {
         "workspace": "scenario",
         "timezone": data.get("timezone", "UTC"),
-        "segments": data.get("segments") or {},
+        "segments": _segments(data),
         "journeys": data["journeys"],
         # The channels the scenario's sends name; delivery is not what these tests check.
         "channels": {name: {"type": "webhook"} for name in _channels(data["journeys"])},
