@@ -264,6 +264,10 @@ def test_demo_runs_the_strategy_and_compares_with_the_holdout(tmp_path: Path) ->
     assert entered > 0 and stats["welcome"]["sent"] >= entered * 0.9
     assert data["run"]["messages"] == sum(j["sent"] for j in stats.values())
     assert data["run"]["events"] > data["responses"] > 0
+    # Delivered for real: every message sent reached the local SMTP server or HTTP stand-in.
+    received = data["received"]
+    assert received["emails"] > 0 and received["resent"] == 0
+    assert data["delivery"]["sent"] == received["emails"] + received["http"]
 
 
 def test_demo_refuses_a_workspace_it_did_not_make(tmp_path: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +9,7 @@ import typer
 from orbita.cli import (
     customers,
     deliver,
+    demo,
     generate,
     imports,
     journeys,
@@ -25,16 +24,11 @@ from orbita.cli.common import (
     WorkspaceOption,
     console,
     err_console,
-    phased_progress,
     print_json,
     settings_for,
     user_errors,
 )
-from orbita.cli.render import demo_tables
-from orbita.cli.strategy import read_strategy
-from orbita.core.errors import UserError
-from orbita.services.generate import DEFAULT_END
-from orbita.services.workspace import Keys, init_workspace, open_workspace, read_keys
+from orbita.services.workspace import Keys, init_workspace, read_keys
 
 app = typer.Typer(
     name="orbita",
@@ -98,76 +92,9 @@ def serve(
         )
 
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-DEMO_WORKSPACE = Path("orbita-demo")
-DEMO_MARKER = "demo.json"  # marks a workspace the demo made, which a new demo replaces
-
-
-@app.command()
-def demo(
-    workspace: WorkspaceOption = DEMO_WORKSPACE,
-    customers: generate.CustomersOption = 5_000,
-    days: generate.DaysOption = 180,
-    weeks: Annotated[int, typer.Option(min=1, help="Simulated weeks the strategy runs.")] = 8,
-    seed: generate.SeedOption = 7,
-    store: Annotated[
-        generate.Store, typer.Option(help="Which generated store, with its example strategy.")
-    ] = generate.Store.clothing_store,
-    strategy_file: Annotated[
-        Path | None,
-        typer.Option("--strategy", help="Strategy (default: the store's example)."),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Generate a store (the clothing store, or the bank), apply its example strategy, run
-    it over simulated weeks (the customers answer the messages), and print what each
-    journey did against its holdout."""
-    from orbita.services.demo import run_demo  # numpy and Ibis: imported only where used
-
-    path = strategy_file or EXAMPLES / store.value / "strategy.yaml"
-    with user_errors(workspace=workspace):
-        if weeks * 7 >= days:
-            raise UserError("--weeks must be shorter than --days: the rest is the history")
-        content, parsed = read_strategy(path)
-        settings = settings_for(workspace)
-        if (workspace / DEMO_MARKER).exists():
-            shutil.rmtree(workspace)  # the demo's own workspace from an earlier run
-        elif workspace.exists() and any(workspace.iterdir()):
-            raise UserError(
-                f"{workspace} is not empty and not a demo workspace: the demo makes a new one "
-                "(give --workspace an empty or new folder)"
-            )
-        init_workspace(settings=settings)
-        (workspace / DEMO_MARKER).write_text('{"made_by": "orbita demo"}\n')
-        out = settings.workspace / "generated" / f"{store.value}-{customers}x{days}-seed{seed}"
-        made = generate.generate_files(
-            store=store,
-            customers=customers,
-            days=days,
-            seed=seed,
-            out=out,
-            fmt=generate.FileFormat.parquet,
-        )
-        with open_workspace(settings=settings) as opened, phased_progress("demo") as progress:
-            report = run_demo(
-                workspace=opened,
-                generated=made,
-                strategy=parsed,
-                content=content,
-                source=str(path),
-                end=DEFAULT_END,
-                weeks=weeks,
-                seed=seed,
-                progress=progress,
-            )
-    if as_json:
-        print_json(report)
-        return
-    demo_tables(console(), report)
-
-
 # After the commands above, so `orbita --help` lists them in the order a newcomer uses them.
 app.add_typer(imports.app, name="import")
+app.command("demo")(demo.demo)
 app.command("generate")(generate.generate)
 app.add_typer(customers.app, name="customers")
 app.add_typer(segments.app, name="segments")

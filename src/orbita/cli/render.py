@@ -132,6 +132,16 @@ def demo_tables(console: Console, report: DemoReport) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    sent = report.delivery
+    if sent is not None:
+        console.print(
+            f"Delivery: {sent.sent:,} sent, {sent.deferred:,} deferred by quiet hours, "
+            f"{sent.skipped:,} skipped by the rules (consent, suppression, caps), "
+            f"{sent.retried:,} retried, {sent.dead:,} dead",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     table = Table(
         title="Journeys: conversion within the goal window, treatment vs holdout", box=box.SIMPLE
     )

@@ -21,12 +21,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from orbita.core.clock import SimulatedClock
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
 from orbita.services.apply import apply_strategy
+from orbita.services.delivery import DeliveryReport
 from orbita.services.generate import GenerateReport
 from orbita.services.importer import ImportReport, import_customers, import_events, read_events
 from orbita.services.journey_stats import JourneyStats, journeys_stats
@@ -67,6 +68,7 @@ class DemoReport:
     run: RunReport
     journeys: list[JourneyOutcome]
     responses: int  # opens, clicks and extra orders the simulated customers sent back
+    delivery: DeliveryReport | None  # what the sender did, when the demo delivered
 
 
 def split_events(*, events_path: Path, at: datetime, out: Path) -> tuple[Path, Path]:
@@ -94,8 +96,13 @@ def run_demo(
     step: timedelta = timedelta(hours=6),
     seed: int = 7,
     progress: Callable[[str, int, int], None] | None = None,
+    deliver: Callable[[datetime], DeliveryReport] | None = None,
 ) -> DemoReport:
-    """Import, apply, and run `weeks` of simulated time ending at `end` (see the module)."""
+    """Import, apply, and run `weeks` of simulated time ending at `end` (see the module).
+
+    With `deliver` (the sender, opened by the caller on its channels), what is due is sent
+    after each window, and customers answer the messages sent; without it they answer the
+    messages queued."""
     notify = progress or (lambda _phase, _done, _total: None)
     start = end - timedelta(weeks=weeks)
     history_path, replay_path = split_events(
@@ -109,7 +116,9 @@ def run_demo(
     # Memberships as of the start: the run's refreshes then report changes, not everyone.
     refresh_segments(workspace=workspace, strategy=strategy, as_of=start)
     replay = read_events(workspace=workspace, path=replay_path)
-    loop = _ClosedLoop(workspace=workspace, strategy=strategy, store=generated.store, seed=seed)
+    loop = _ClosedLoop(
+        workspace=workspace, strategy=strategy, store=generated.store, seed=seed, deliver=deliver
+    )
     total = (end - start).total_seconds()
     report = run_until(
         workspace=workspace,
@@ -137,14 +146,25 @@ def run_demo(
         run=report,
         journeys=outcomes,
         responses=loop.responses,
+        delivery=loop.delivered if deliver is not None else None,
     )
 
 
 class _ClosedLoop:
     """The simulated customers' answers to what the journeys sent in a window."""
 
-    def __init__(self, *, workspace: Workspace, strategy: Strategy, store: str, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        workspace: Workspace,
+        strategy: Strategy,
+        store: str,
+        seed: int,
+        deliver: Callable[[datetime], DeliveryReport] | None,
+    ) -> None:
         self.workspace = workspace
+        self.deliver = deliver
+        self.delivered = DeliveryReport()
         self.strategy = strategy
         self.store = store
         self.seed = seed
@@ -152,20 +172,27 @@ class _ClosedLoop:
         self._answered: set[str] = set()  # runs whose first message was answered
 
     def respond(self, start: datetime, end: datetime) -> Iterable[EventRecord]:
+        if self.deliver is not None:
+            self.delivered += self.deliver(end)
+            # Customers answer what reached them (quiet hours move a message's moment).
+            moment = outbox.c.sent_at
+            window = and_(outbox.c.status == "sent", moment > start, moment <= end)
+        else:
+            moment = outbox.c.created_at
+            window = and_(moment >= start, moment < end)
         query = (
             select(
                 outbox.c.run_id,
                 outbox.c.journey,
                 outbox.c.channel,
                 outbox.c.template,
-                outbox.c.created_at,
+                moment,
                 outbox.c.idempotency_key,
                 customers.c.user_id,
             )
             .join(customers, customers.c.customer_id == outbox.c.customer_id)
-            .where(outbox.c.kind == "send")
-            .where(outbox.c.created_at >= start, outbox.c.created_at < end)
-            .order_by(outbox.c.created_at, outbox.c.outbox_id)
+            .where(outbox.c.kind == "send", window)
+            .order_by(moment, outbox.c.outbox_id)
         )
         with self.workspace.state.connect() as connection:
             rows = connection.execute(query).all()
