@@ -123,6 +123,7 @@ def test_import_show_and_delete(workspace: str, tmp_path: Path) -> None:
         "events": 3,
         "memberships": 0,
         "journey_rows": 0,
+        "delivery_rows": 0,
     }
     code, _, err = orbita("customers", "show", "u1", "-w", workspace)
     assert code == 2

@@ -57,3 +57,43 @@ def test_erasure_takes_journey_runs_steps_and_outbox_with_it(workspace: Workspac
     assert removed["journey_runs"] == 1 and removed["outbox"] == 1
     assert report.journey_rows == sum(removed.values())
     assert after["journey_runs"] == 1  # bob's run is untouched
+
+
+def test_erasure_takes_consents_and_delivery_decisions_but_keeps_suppressions(
+    workspace: Workspace,
+) -> None:
+    from sqlalchemy import func, insert, select
+
+    from orbita.store.state import consents, customers, delivery_attempts, suppressions
+
+    store(workspace, identify("ann"), identify("bob"))
+    with workspace.state.begin() as connection:
+        ids = dict(connection.execute(select(customers.c.user_id, customers.c.customer_id)).all())
+        for user in ("ann", "bob"):
+            connection.execute(
+                insert(consents).values(
+                    customer_id=ids[user], channel="email", topic="marketing", granted=False,
+                    source="test", at=day(1),
+                )
+            )  # fmt: skip
+            connection.execute(
+                insert(delivery_attempts).values(
+                    outbox_id=1, customer_id=ids[user], attempt=1, at=day(1), outcome="skipped",
+                    reason="no consent",
+                )
+            )  # fmt: skip
+        connection.execute(
+            insert(suppressions).values(
+                kind="email", address="ann@example.com", reason="bounce", created_at=day(1)
+            )
+        )
+
+    report = delete_customer(workspace=workspace, user_id="ann")
+
+    assert report.delivery_rows == 2
+    with workspace.state.connect() as connection:
+        left = {
+            table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (consents, delivery_attempts, suppressions)
+        }
+    assert left == {"consents": 1, "delivery_attempts": 1, "suppressions": 1}

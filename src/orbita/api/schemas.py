@@ -107,6 +107,9 @@ class Erasure(BaseModel):
     profiles: int = Field(description="Profiles removed.")
     memberships: int = Field(description="Segment memberships and lifecycle stage history rows.")
     journey_rows: int = Field(description="Journey runs, steps, conversions and outbox messages.")
+    delivery_rows: int = Field(
+        description="Delivery decisions and consents (a suppressed address stays suppressed)."
+    )
 
 
 class Health(BaseModel):

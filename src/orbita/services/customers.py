@@ -14,7 +14,9 @@ from orbita.services.segments import erase_memberships
 from orbita.services.workspace import Workspace
 from orbita.store.events import EventCursor
 from orbita.store.state import (
+    consents,
     customers,
+    delivery_attempts,
     erasures,
     identities,
     journey_conversions,
@@ -50,6 +52,7 @@ class ErasureReport:
     events: int
     memberships: int  # segment memberships and lifecycle stage history
     journey_rows: int  # journey runs, their steps, conversions and outbox messages
+    delivery_rows: int = 0  # delivery decisions and consents (suppressed addresses stay)
 
 
 def get_customer(*, workspace: Workspace, user_id: str, latest: int = 50) -> CustomerView:
@@ -101,6 +104,10 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
             connection=connection, customer_id=customer_id, now=workspace.clock.now()
         )
         journey_rows = _erase_journeys(connection, customer_id)
+        delivery_rows = sum(
+            connection.execute(delete(table).where(table.c.customer_id == customer_id)).rowcount
+            for table in (delivery_attempts, consents)
+        )
         removed_profiles = connection.execute(
             delete(customers).where(customers.c.customer_id == customer_id)
         ).rowcount
@@ -112,6 +119,7 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
             events=events,
             memberships=memberships,
             journey_rows=journey_rows,
+            delivery_rows=delivery_rows,
         )
         connection.execute(
             insert(erasures).values(
@@ -122,6 +130,7 @@ def delete_customer(*, workspace: Workspace, user_id: str) -> ErasureReport:
                     "events": report.events,
                     "memberships": report.memberships,
                     "journey_rows": report.journey_rows,
+                    "delivery_rows": report.delivery_rows,
                 },
                 erased_at=workspace.clock.now(),
             )
