@@ -163,3 +163,45 @@ def test_the_examples_apply(workspace: str, example: str) -> None:
     code, out, err = orbita("segments", "list", "--json", "--workspace", workspace)
     assert code == 0, err
     assert "dormant_card_holders" in out if example == "bank" else "lapsed_30d" in out
+
+
+def test_worker_delivers_what_the_journeys_queued(workspace: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orbita.channels.email.sink import MailFolder
+
+    mail = MailFolder(tmp_path / "mail").start()
+    try:
+        text = STRATEGY.replace("port: 2525", f"port: {mail.port}").replace("WAIT", "1m")
+        file = tmp_path / "strategy.yaml"
+        file.write_text(text)
+        assert orbita("apply", str(file), "--workspace", workspace)[0] == 0
+        signed_up = datetime.now(UTC) - timedelta(hours=1)
+        events = tmp_path / "events.jsonl"
+        events.write_text(
+            json.dumps(
+                {
+                    "messageId": "s1",
+                    "event": "Signed Up",
+                    "userId": "ann",
+                    "timestamp": signed_up.isoformat(),
+                    "traits": {},
+                    "context": {"traits": {"email": "ann@example.com"}},
+                }
+            )
+            + "\n"
+        )
+        identify = tmp_path / "customers.csv"
+        identify.write_text("userId,email\nann,ann@example.com\n")
+        assert orbita("import", "customers", str(identify), "--workspace", workspace)[0] == 0
+        code, _, err = orbita(
+            "import", "events", str(events), "--replay", "--from", signed_up.isoformat(),
+            "--until", datetime.now(UTC).isoformat(), "--workspace", workspace,
+        )  # fmt: skip
+        assert code == 0, err
+        code, _, err = orbita("worker", "--until-idle", "--deliver", "--workspace", workspace)
+        assert code == 0, err
+        assert "2 messages sent" in err
+        assert mail.count() == 2  # hello, then tips a minute later
+    finally:
+        mail.stop()

@@ -21,6 +21,7 @@ from orbita.cli.common import (
     settings_for,
     user_errors,
 )
+from orbita.services.apply import applied_strategy_of
 from orbita.services.delivery import (
     BlockingSender,
     link_secret_for,
@@ -38,7 +39,9 @@ app = typer.Typer(
 StrategyOption = Annotated[
     Path | None,
     typer.Option(
-        "--strategy", help="Strategy file (default: <workspace>/strategy.yaml).", dir_okay=False
+        "--strategy",
+        help="Strategy file (default: the applied one, else <workspace>/strategy.yaml).",
+        dir_okay=False,
     ),
 ]
 
@@ -58,8 +61,12 @@ def deliver(
         return
     settings = settings_for(workspace)
     with user_errors(workspace=workspace):
-        path = strategy_path(workspace_dir=workspace, path=strategy)
-        loaded = load_strategy(path=path)
+        applied = applied_strategy_of(settings=settings) if strategy is None else None
+        if applied is not None:  # the applied strategy, its templates beside its file
+            path, loaded = Path(applied.source), applied.strategy
+        else:
+            path = strategy_path(workspace_dir=workspace, path=strategy)
+            loaded = load_strategy(path=path)
         with open_workspace(settings=settings) as opened:
             delivery = prepare_delivery(
                 strategy=loaded,

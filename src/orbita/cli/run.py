@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from orbita.channels import open_channels
 from orbita.cli.common import (
     DEFAULT_WORKSPACE,
     JsonOption,
@@ -26,11 +27,14 @@ from orbita.cli.common import (
 )
 from orbita.core.clock import SimulatedClock
 from orbita.core.errors import UserError
+from orbita.core.settings import Settings
 from orbita.model.durations import parse_duration
 from orbita.model.events import EventRecord
+from orbita.model.strategy import Strategy
 from orbita.services.apply import applied_version, require_applied
+from orbita.services.delivery import BlockingSender, link_secret_for, prepare_delivery
 from orbita.services.importer import read_events
-from orbita.services.journeys import load_journeys
+from orbita.services.journeys import PublishedJourneys, load_journeys
 from orbita.services.runner import RunReport, run_until, saved_clock
 from orbita.services.work import work_once
 from orbita.services.workspace import Workspace, open_workspace
@@ -168,52 +172,102 @@ def worker(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Stop once nothing is due (for cron and tests).")
     ] = False,
+    deliver: Annotated[
+        bool,
+        typer.Option(
+            "--deliver", help="Also send the outbox's due messages on the strategy's channels."
+        ),
+    ] = False,
     worker_id: Annotated[
         str | None, typer.Option("--id", help="Name in claims (default: host:pid).")
     ] = None,
 ) -> None:
-    """Advance journeys on the wall clock: scheduled entries and due steps, in batches.
-    Several workers on one PostgreSQL share the work; SIGTERM stops after the batch."""
+    """Advance journeys on the wall clock: scheduled entries and due steps, in batches (and,
+    with --deliver, send what they queued). Several workers on one PostgreSQL share the
+    work; SIGTERM stops after the batch."""
     name = worker_id or f"{socket.gethostname()}:{os.getpid()}"
     stop = _Stop()
-    with (
-        user_errors(workspace=workspace),
-        open_workspace(settings=settings_for(workspace)) as opened,
-    ):
+    settings = settings_for(workspace)
+    with user_errors(workspace=workspace), open_workspace(settings=settings) as opened:
         err_console().print(f"worker {name} started", markup=False)
-        total = _work(opened, name=name, batch=batch, poll=poll, until_idle=until_idle, stop=stop)
-    err_console().print(f"worker {name} stopped: {total:,} runs advanced", markup=False)
+        loop = _Worker(opened, settings=settings, name=name, batch=batch, deliver=deliver)
+        try:
+            while not stop.requested:
+                busy = loop.once()
+                if not busy:
+                    if until_idle:
+                        break
+                    time.sleep(poll)
+        finally:
+            loop.close()
+    err_console().print(
+        f"worker {name} stopped: {loop.advanced:,} runs advanced, {loop.sent:,} messages sent",
+        markup=False,
+    )
 
 
-def _work(
-    opened: Workspace, *, name: str, batch: int, poll: float, until_idle: bool, stop: _Stop
-) -> int:
-    version: int | None = None
-    total = 0
-    while not stop.requested:
-        newest = applied_version(workspace=opened)
+class _Worker:
+    """The strategy and journeys of the newest apply (loaded again after each), one pass at
+    a time; with `deliver`, a sender on the strategy's channels."""
+
+    def __init__(
+        self, opened: Workspace, *, settings: Settings, name: str, batch: int, deliver: bool
+    ) -> None:
+        self.opened, self.settings, self.name, self.batch = opened, settings, name, batch
+        self.deliver = deliver
+        self.version: int | None = None
+        self.sender: BlockingSender | None = None
+        self.advanced = self.sent = 0
+
+    def _load(self) -> tuple[Strategy, PublishedJourneys]:
+        newest = applied_version(workspace=self.opened)
         if newest is None:
             raise UserError("no strategy is applied to this workspace yet: run `orbita apply FILE`")
-        if newest != version:  # a new `orbita apply`: load what it published
-            applied = require_applied(workspace=opened)
-            version = applied.version
-            journeys = load_journeys(
-                workspace=opened,
-                timezone=applied.strategy.timezone,
-                names=list(applied.strategy.journeys),
+        if newest != self.version:  # a new `orbita apply`: load what it published
+            applied = require_applied(workspace=self.opened)
+            self.version = applied.version
+            self.loaded = (
+                applied.strategy,
+                load_journeys(
+                    workspace=self.opened,
+                    timezone=applied.strategy.timezone,
+                    names=list(applied.strategy.journeys),
+                ),
             )
+            if self.deliver:
+                self.close()
+                delivery = prepare_delivery(
+                    strategy=applied.strategy,
+                    base_dir=Path(applied.source).parent,
+                    clients=open_channels(applied.strategy.channels, env=dict(os.environ)),
+                    worker_id=self.name,
+                    link_secret=link_secret_for(settings=self.settings),
+                )
+                self.sender = BlockingSender(delivery=delivery)
+        return self.loaded
+
+    def once(self) -> bool:
+        """One pass; whether it found anything to do."""
+        strategy, journeys = self._load()
+        now = self.opened.clock.now()
         report = work_once(
-            workspace=opened,
-            strategy=applied.strategy,
+            workspace=self.opened,
+            strategy=strategy,
             journeys=journeys,
-            now=opened.clock.now(),
-            batch=batch,
-            worker_id=name,
+            now=now,
+            batch=self.batch,
+            worker_id=self.name,
             max_batches=1,
         )
-        total += report.advanced
-        if report.advanced == 0:
-            if until_idle:
-                break
-            time.sleep(poll)
-    return total
+        self.advanced += report.advanced
+        claimed = 0
+        if self.sender is not None:
+            delivered = self.sender.deliver_due(workspace=self.opened, now=now, max_batches=1)
+            self.sent += delivered.sent
+            claimed = delivered.claimed
+        return report.advanced > 0 or claimed > 0
+
+    def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+            self.sender = None
