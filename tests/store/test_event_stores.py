@@ -208,3 +208,29 @@ def test_reads_and_writes_interleave_on_one_thread(store: EventStore) -> None:
     assert len(store.append(event_table(records(2, prefix="x"), [1, 1]))) == 2
     assert store.delete_customers(customer_ids=[1]) == 4
     assert len(store.append(event_table(records(1, prefix="y"), [2]))) == 1
+
+
+def test_events_of_reads_a_window_of_one_name_for_some_customers(store: EventStore) -> None:
+    store.append(event_table(records(6), [1, 2, 3, 1, 2, 3]))
+    store.append(event_table(records(2, prefix="o", name="Order Completed"), [1, 2]))
+
+    found = store.events_of(
+        customer_ids=[1, 2],
+        name="Product Viewed",
+        kind="track",
+        start=T0 + timedelta(minutes=0),  # exclusive
+        end=T0 + timedelta(minutes=4),  # inclusive
+    )
+
+    rows = sorted(found.to_pylist(), key=lambda row: row["message_id"])
+    assert [(r["customer_id"], r["message_id"]) for r in rows] == [(2, "m1"), (1, "m3"), (2, "m4")]
+    assert '"price": 9.5' in rows[0]["properties"].replace('":9.5', '": 9.5')
+    assert rows[0]["timestamp"] == T0 + timedelta(minutes=1)
+    everything = store.events_of(
+        customer_ids=[3],
+        name="Product Viewed",
+        kind="track",
+        start=None,
+        end=T0 + timedelta(days=1),
+    )
+    assert sorted(everything.column("message_id").to_pylist()) == ["m2", "m5"]

@@ -30,6 +30,16 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(EVENT_SCHEMA.names)
+EVENTS_OF_SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.int64()),
+        ("message_id", pa.string()),
+        ("type", pa.string()),
+        ("name", pa.string()),
+        ("properties", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 # The profile snapshot segment queries join (JSON as text, as in events).
 CUSTOMER_SCHEMA = pa.schema(
@@ -159,6 +169,19 @@ class EventStore(Protocol):
         self, *, customer_id: int, limit: int, after: EventCursor | None = None
     ) -> list[tuple[StoredEvent, EventCursor]]:
         """A customer's events, newest first, starting after `after`."""
+        ...
+
+    def events_of(
+        self,
+        *,
+        customer_ids: Sequence[int],
+        name: str,
+        kind: str,
+        start: datetime | None,
+        end: datetime,
+    ) -> pa.Table:
+        """These customers' events of one name and type in (start, end]: columns of
+        EVENTS_OF_SCHEMA (properties as JSON text). One fixed, parametrised query."""
         ...
 
     def reassign(self, *, moves: Mapping[int, int]) -> int:

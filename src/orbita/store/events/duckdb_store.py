@@ -74,6 +74,16 @@ _DERIVED_TABLES = ("customers", "rfm_cells", "predictions", "segment_members")
 _PID = re.compile(r"PID (\d+)")
 
 
+# One customer list, one event name and type, a window (start exclusive, end inclusive): what
+# journey branches on event aggregates read. Fixed text, values bound as parameters.
+EVENTS_OF_DUCKDB = (
+    "SELECT customer_id, message_id, type, name, properties::VARCHAR AS properties, timestamp "
+    "FROM events "
+    "WHERE customer_id IN (SELECT unnest(?::BIGINT[])) AND name = ? AND type = ? "
+    "AND timestamp <= ? AND (?::TIMESTAMPTZ IS NULL OR timestamp > ?)"
+)
+
+
 class DuckDBEventStore:
     backend = "duckdb"
 
@@ -215,6 +225,21 @@ class DuckDBEventStore:
             .fetchall()
         )
         return [with_cursor(stored_event(row)) for row in rows]
+
+    def events_of(
+        self,
+        *,
+        customer_ids: Sequence[int],
+        name: str,
+        kind: str,
+        start: datetime | None,
+        end: datetime,
+    ) -> pa.Table:
+        return (
+            self._cursor()
+            .execute(EVENTS_OF_DUCKDB, [list(customer_ids), name, kind, end, start, start])
+            .to_arrow_table()
+        )
 
     def reassign(self, *, moves: Mapping[int, int]) -> int:
         if not moves:

@@ -16,6 +16,7 @@ from sqlalchemy.engine.url import make_url
 from orbita.model.events import StoredEvent
 from orbita.store.events.base import (
     COLUMNS,
+    EVENTS_OF_SCHEMA,
     SELECT_COLUMNS,
     EventCursor,
     stored_event,
@@ -143,6 +144,27 @@ class PostgresEventStore:
                 [*params, limit],
             ).fetchall()
         return [with_cursor(stored_event(row)) for row in rows]
+
+    def events_of(
+        self,
+        *,
+        customer_ids: Sequence[int],
+        name: str,
+        kind: str,
+        start: datetime | None,
+        end: datetime,
+    ) -> pa.Table:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT customer_id, message_id, type, name, properties::text, timestamp "
+                "FROM events WHERE customer_id = ANY(%s) AND name = %s AND type = %s "
+                "AND timestamp <= %s AND (%s::timestamptz IS NULL OR timestamp > %s)",
+                [list(customer_ids), name, kind, end, start, start],
+            ).fetchall()
+        return pa.Table.from_pylist(
+            [dict(zip(EVENTS_OF_SCHEMA.names, row, strict=True)) for row in rows],
+            schema=EVENTS_OF_SCHEMA,
+        )
 
     def reassign(self, *, moves: Mapping[int, int]) -> int:
         if not moves:
