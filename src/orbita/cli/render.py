@@ -143,9 +143,11 @@ def demo_tables(console: Console, report: DemoReport) -> None:
             soft_wrap=True,
         )
     table = Table(
-        title="Journeys: conversion within the goal window, treatment vs holdout", box=box.SIMPLE
+        title="Journeys: conversion within the goal window, treatment vs holdout",
+        box=box.SIMPLE,
+        pad_edge=False,
     )
-    table.add_column("journey", no_wrap=True, min_width=18)
+    table.add_column("journey", no_wrap=True)
     for column in ("in", "held", "sent", "conv", "held conv", "uplift", "true"):
         table.add_column(column, justify="right", no_wrap=True)
     for outcome in report.journeys:
