@@ -235,11 +235,8 @@ class DuckDBEventStore:
         start: datetime | None,
         end: datetime,
     ) -> pa.Table:
-        return (
-            self._cursor()
-            .execute(EVENTS_OF_DUCKDB, [list(customer_ids), name, kind, end, start, start])
-            .to_arrow_table()
-        )
+        params = [list(customer_ids), name, kind, end, start, start]
+        return self._cursor().sql(EVENTS_OF_DUCKDB, params=params).to_arrow_table()
 
     def reassign(self, *, moves: Mapping[int, int]) -> int:
         if not moves:
