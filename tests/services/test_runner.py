@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from test_journeys_scenarios import SCENARIOS, comparable, message, moment, recorded_lines
+from test_journeys_scenarios import (
+    SCENARIOS,
+    assert_as_expected,
+    message,
+    moment,
+    recorded_lines,
+)
 
 from orbita.core.clock import SimulatedClock
 from orbita.core.errors import UserError
@@ -145,12 +151,7 @@ def play(workspace: Workspace, data: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("name", PLAYED)
 def test_scenario_through_run_until(workspace: Workspace, name: str) -> None:
     data = yaml.safe_load((SCENARIOS / f"{name}.yaml").read_text())
-    single = len(data["journeys"]) == 1
-    actual = comparable(play(workspace, data), single=single)
-    expected = comparable([dict(line) for line in data.get("expect") or []], single=single)
-    assert actual == expected, (
-        "\nexpected:\n  " + "\n  ".join(expected) + "\ngot:\n  " + ("\n  ".join(actual))
-    )
+    assert_as_expected(data, play(workspace, data))
 
 
 def test_run_until_refuses_going_back(workspace: Workspace) -> None:
