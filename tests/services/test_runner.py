@@ -167,3 +167,16 @@ def test_run_until_refuses_going_back(workspace: Workspace) -> None:
             start=start,
             until=start - timedelta(days=1),
         )
+
+
+def test_journey_stats_count_runs_and_conversions_per_variant(workspace: Workspace) -> None:
+    from orbita.services.journey_stats import ArmStats, journey_stats
+
+    data = yaml.safe_load((SCENARIOS / "split_and_birthday.yaml").read_text())
+    play(workspace, data)
+
+    stats = journey_stats(workspace=workspace, name="birthday_offer")
+
+    # Customer 2 got variant A on two birthdays, customer 4 variant B (see the scenario).
+    assert stats.variants == {"A": ArmStats(2, 0), "B": ArmStats(2, 0)}
+    assert stats.sent == 4 and stats.arms["treatment"].entered == 4

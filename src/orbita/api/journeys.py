@@ -105,6 +105,10 @@ def _plain(item: JourneyStats) -> dict[str, Any]:
             for arm, a in item.arms.items()
         },
         "uplift": item.uplift,
+        "variants": {
+            name: {"runs": v.entered, "converted": v.converted, "rate": v.conversion_rate}
+            for name, v in item.variants.items()
+        },
         "steps": [
             {"node": s.node, "waiting": s.waiting, "passed": s.passed, "messages": s.messages}
             for s in item.steps

@@ -124,3 +124,8 @@ def stats(
             ", ".join(f"{label} {count:,}" for label, count in sorted(step.messages.items())),
         )
     out.print(steps)
+    if found.variants:
+        variants = Table("variant", "runs sent it", "converted", "rate")
+        for name_, counts in found.variants.items():
+            variants.add_row(name_, f"{counts.entered:,}", f"{counts.converted:,}", _rate(counts))
+        out.print(variants)

@@ -60,6 +60,8 @@ class JourneyStats:
     sent: int  # send and webhook rows of the treatment arm
     suppressed: int
     steps: list[StepStats] = field(default_factory=list)
+    # A/B variants (split arms): runs sent that variant, and how many of them converted.
+    variants: dict[str, ArmStats] = field(default_factory=dict)
 
     @property
     def uplift(self) -> float | None:
@@ -100,6 +102,7 @@ def journey_stats(*, workspace: Workspace, name: str) -> JourneyStats:
             sent=summary.sent,
             suppressed=summary.suppressed,
             steps=_steps(connection, name),
+            variants=_variants(connection, name),
         )
 
 
@@ -175,6 +178,27 @@ def _steps(connection: Connection, name: str) -> list[StepStats]:
         StepStats(node, waiting.get(node, 0), dict(passed[node]), dict(messages[node]))
         for node in nodes
     ]
+
+
+def _variants(connection: Connection, name: str) -> dict[str, ArmStats]:
+    rows = outbox.c
+    query = (
+        select(
+            rows.variant,
+            func.count(rows.run_id.distinct()),
+            func.count(journey_conversions.c.run_id.distinct()),
+        )
+        .select_from(
+            outbox.outerjoin(journey_conversions, journey_conversions.c.run_id == rows.run_id)
+        )
+        .where(rows.journey == name, rows.kind == "send", rows.variant.is_not(None))
+        .group_by(rows.variant)
+        .order_by(rows.variant)
+    )
+    return {
+        variant: ArmStats(entered=int(runs), converted=int(converted))
+        for variant, runs, converted in connection.execute(query)
+    }
 
 
 def _node_order(node: str) -> tuple[int, str]:
