@@ -21,14 +21,13 @@ from orbita.cli.common import (
     settings_for,
     user_errors,
 )
-from orbita.services.apply import applied_strategy_of
+from orbita.services.apply import strategy_in_use
 from orbita.services.delivery import (
     BlockingSender,
     link_secret_for,
     outbox_status,
     prepare_delivery,
 )
-from orbita.services.strategy import load_strategy, strategy_path
 from orbita.services.workspace import open_workspace
 
 app = typer.Typer(
@@ -61,12 +60,7 @@ def deliver(
         return
     settings = settings_for(workspace)
     with user_errors(workspace=workspace):
-        applied = applied_strategy_of(settings=settings) if strategy is None else None
-        if applied is not None:  # the applied strategy, its templates beside its file
-            path, loaded = Path(applied.source), applied.strategy
-        else:
-            path = strategy_path(workspace_dir=workspace, path=strategy)
-            loaded = load_strategy(path=path)
+        path, loaded = strategy_in_use(settings=settings, path=strategy)
         with open_workspace(settings=settings) as opened:
             delivery = prepare_delivery(
                 strategy=loaded,

@@ -146,7 +146,7 @@ def demo(
             )
             received = {"emails": mail.count(), "resent": mail.duplicates, "http": sink.received}
     if as_json:
-        print_json({**_as_dict(report), "received": received})
+        print_json({**dataclasses.asdict(report), "received": received})
         return
     demo_tables(console(), report)
     console().print(
@@ -166,8 +166,3 @@ def _fresh(workspace: Path) -> None:
             f"{workspace} is not empty and not a demo workspace: the demo makes a new one "
             "(give --workspace an empty or new folder)"
         )
-
-
-def _as_dict(report: object) -> dict[str, object]:
-    assert dataclasses.is_dataclass(report) and not isinstance(report, type)
-    return {f.name: getattr(report, f.name) for f in dataclasses.fields(report)}

@@ -33,8 +33,8 @@ from orbita.core.errors import UserError
 from orbita.model.strategy import Strategy
 from orbita.services import lifecycle
 from orbita.services import segments as service
-from orbita.services.apply import applied_strategy_of
-from orbita.services.strategy import check_strategy, load_strategy, strategy_path
+from orbita.services.apply import strategy_in_use
+from orbita.services.strategy import check_strategy
 from orbita.services.workspace import Workspace, open_workspace
 
 app = typer.Typer(help="Segments: sizes, members, the SQL they run, refresh.", no_args_is_help=True)
@@ -67,12 +67,7 @@ class MembersFormat(StrEnum):
 
 
 def _strategy(workspace: Path, path: Path | None) -> Strategy:
-    """--strategy FILE; else the applied strategy (`orbita apply`); else strategy.yaml."""
-    if path is None:
-        applied = applied_strategy_of(settings=settings_for(workspace))
-        if applied is not None:
-            return applied.strategy
-    return load_strategy(path=strategy_path(workspace_dir=workspace, path=path))
+    return strategy_in_use(settings=settings_for(workspace), path=path)[1]
 
 
 def _as_of(text: str | None) -> datetime | None:

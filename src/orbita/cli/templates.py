@@ -20,8 +20,8 @@ from orbita.cli.common import (
     user_errors,
 )
 from orbita.core.errors import UserError
+from orbita.services.apply import strategy_in_use
 from orbita.services.delivery import preview_message
-from orbita.services.strategy import load_strategy, strategy_path
 from orbita.services.templates import compile_templates, template_variables
 from orbita.services.workspace import open_workspace
 
@@ -30,7 +30,9 @@ app = typer.Typer(help="Message templates: list them, preview one for a customer
 StrategyOption = Annotated[
     Path | None,
     typer.Option(
-        "--strategy", help="Strategy file (default: <workspace>/strategy.yaml).", dir_okay=False
+        "--strategy",
+        help="Strategy file (default: the applied one, else <workspace>/strategy.yaml).",
+        dir_okay=False,
     ),
 ]
 
@@ -43,8 +45,7 @@ def list_(
 ) -> None:
     """Each template: its channel, topic, variants and the variables it reads."""
     with user_errors():
-        path = strategy_path(workspace_dir=workspace, path=strategy)
-        loaded = load_strategy(path=path)
+        path, loaded = strategy_in_use(settings=settings_for(workspace), path=strategy)
         compiled = compile_templates(strategy=loaded, base_dir=path.parent)
     rows = [
         {
@@ -96,8 +97,7 @@ def preview(
             raise UserError(f"--properties is not JSON: {error}") from None
         if not isinstance(props, dict):
             raise UserError("--properties must be a JSON object")
-        path = strategy_path(workspace_dir=workspace, path=strategy)
-        loaded = load_strategy(path=path)
+        path, loaded = strategy_in_use(settings=settings_for(workspace), path=strategy)
         with open_workspace(settings=settings_for(workspace)) as opened:
             shown = preview_message(
                 workspace=opened,

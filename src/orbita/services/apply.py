@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
@@ -22,9 +23,10 @@ from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
 from orbita.core.errors import UserError
 from orbita.core.settings import Settings
 from orbita.engine.journeys import RunState, compile_journey
-from orbita.model.journeys import Journey
+from orbita.model.journeys import JourneyGraph
 from orbita.model.strategy import Strategy, parse_strategy
 from orbita.services.journeys import PublishedJourneys, load_journeys, publish_journeys
+from orbita.services.strategy import load_strategy, strategy_path
 from orbita.services.workspace import Workspace
 from orbita.store.state import (
     LIVE_RUNS,
@@ -120,6 +122,18 @@ def applied_strategy_of(*, settings: Settings) -> Applied | None:
         engine.dispose()
 
 
+def strategy_in_use(*, settings: Settings, path: Path | None = None) -> tuple[Path, Strategy]:
+    """The strategy a command works with, and the file its template paths are relative to:
+    `path` when given; else the applied strategy (`orbita apply`); else the workspace's
+    strategy.yaml."""
+    if path is None:
+        applied = applied_strategy_of(settings=settings)
+        if applied is not None:
+            return Path(applied.source), applied.strategy
+    found = strategy_path(workspace_dir=settings.workspace, path=path)
+    return found, load_strategy(path=found)
+
+
 def _newest(engine: Engine) -> Applied | None:
     query = (
         select(strategy_versions.c.version, strategy_versions.c.source, strategy_versions.c.content)
@@ -188,12 +202,10 @@ def _live_runs(connection: Connection, names: list[str]) -> list[tuple[str, int,
     return [(j, int(v), n, int(c)) for j, v, n, c in connection.execute(query)]
 
 
-def _node_kept(old: Journey, new: Journey, node: str | None) -> bool:
+def _node_kept(old: JourneyGraph, new: JourneyGraph, node: str | None) -> bool:
     """Whether a run at `node` of the old definition has the same step in the new one."""
-    if node is None:
-        return False
-    before = compile_journey("old", old).graph.nodes.get(node)
-    after = compile_journey("new", new).graph.nodes.get(node)
+    before = old.nodes.get(node) if node is not None else None
+    after = new.nodes.get(node) if node is not None else None
     return before is not None and after is not None and type(before.step) is type(after.step)
 
 
@@ -209,15 +221,20 @@ def _runs_at_steps(
     ]
     removed = sorted(set(old.journeys) - set(new.journeys)) if old is not None else []
     versions = load_journeys(workspace=workspace).versions
+    # The new definitions' graphs, for the journeys whose runs may migrate.
+    graphs = {
+        name: compile_journey(name, new.journeys[name]).graph
+        for name in changed
+        if new.journeys[name].on_change == "migrate"
+    }
     found: list[RunsAtStep] = []
     for journey, version, node, count in _live_runs(connection, changed + removed):
         outcome: Literal["finish", "migrate"] = "finish"
         definition = versions.get((journey, version))
         if (
-            journey in new.journeys
-            and new.journeys[journey].on_change == "migrate"
+            journey in graphs
             and definition is not None
-            and _node_kept(definition.journey, new.journeys[journey], node)
+            and _node_kept(definition.graph, graphs[journey], node)
         ):
             outcome = "migrate"
         found.append(RunsAtStep(journey, version, node, count, outcome))

@@ -23,6 +23,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -30,7 +31,9 @@ from orbita.core.clock import SimulatedClock
 from orbita.core.errors import InvalidInputError, UserError
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
+from orbita.services.apply import require_applied
 from orbita.services.identity import IdentityResolver
+from orbita.services.importer import read_events
 from orbita.services.ingest import store_records
 from orbita.services.journeys import (
     CustomerEvent,
@@ -38,6 +41,7 @@ from orbita.services.journeys import (
     PublishedJourneys,
     advance_due,
     handle_events,
+    load_journeys,
     resolve_customers,
 )
 from orbita.services.scheduler import segment_changes, timed_entries
@@ -237,6 +241,63 @@ def _play(
 def _account(report: RunReport, found: EventsReport) -> None:
     for name in ("entered", "messages", "suppressed", "conversions", "ended"):
         setattr(report, name, getattr(report, name) + getattr(found, name))
+
+
+def run_applied(
+    *,
+    workspace: Workspace,
+    until: datetime | None,
+    start: datetime | None = None,
+    step: timedelta = timedelta(hours=1),
+    refresh_every: timedelta | None = timedelta(days=1),
+    events_file: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RunReport:
+    """`orbita run` / `import events --replay`: the applied strategy from where the
+    workspace's simulated clock stands (`start` sets it on the first run) to `until`
+    (default: the file's last event). Events the clock has passed are not played again.
+    `progress` gets the percentage of simulated time done."""
+    begin = saved_clock(workspace=workspace)
+    if begin is None:
+        if start is None:
+            raise UserError(
+                "this workspace has no simulated clock yet: give --from (where time starts)"
+            )
+        begin = start
+    elif start is not None and start != begin:
+        raise UserError(
+            f"--from: the workspace's clock is at {begin.isoformat()} already "
+            "(a clock does not go back)"
+        )
+    workspace.clock = SimulatedClock(begin)
+    events = read_events(workspace=workspace, path=events_file) if events_file else []
+    events = [record for record in events if record.timestamp >= begin]
+    if until is None:
+        if not events:
+            raise UserError("--until: where should the clock stop?")
+        until = max(begin, events[-1].timestamp)
+    applied = require_applied(workspace=workspace)
+    journeys = load_journeys(
+        workspace=workspace,
+        timezone=applied.strategy.timezone,
+        names=list(applied.strategy.journeys),
+    )
+    total = max((until - begin).total_seconds(), 1.0)
+    return run_until(
+        workspace=workspace,
+        strategy=applied.strategy,
+        journeys=journeys,
+        start=begin,
+        until=until,
+        events=events,
+        step=step,
+        refresh_every=refresh_every,
+        progress=(
+            (lambda now: progress(int(100 * (now - begin).total_seconds() / total)))
+            if progress is not None
+            else None
+        ),
+    )
 
 
 # --- the workspace's simulated clock ------------------------------------------------------

@@ -29,7 +29,7 @@ from orbita.model.triggers import (
     SegmentTrigger,
 )
 from orbita.services.journeys import CustomerEvent, PublishedJourneys
-from orbita.services.segments import sync_customer_snapshot
+from orbita.services.segments import segment_event_id, sync_customer_snapshot
 from orbita.services.workspace import Workspace
 from orbita.store.state import customers, segment_memberships
 
@@ -217,7 +217,7 @@ def segment_changes(
             if at != as_of:
                 continue
             record = EventRecord(
-                message_id=f"segment:{segment}:{direction}:{customer_id}:{as_of.isoformat()}",
+                message_id=segment_event_id(segment, direction, int(customer_id), as_of),
                 type="track",
                 name=event,
                 user_id=ids.get(int(customer_id)),

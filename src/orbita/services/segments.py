@@ -55,6 +55,14 @@ from orbita.store.state import (
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
 STAGE_PREFIX = "stage:"
+
+
+def segment_event_id(segment: str, direction: str, customer_id: int, as_of: datetime) -> str:
+    """The messageId of a refresh's `Segment Entered` / `Segment Exited` event: a re-run
+    of the same refresh stores each once, and journeys started by it start once."""
+    return f"segment:{segment}:{direction}:{customer_id}:{as_of.isoformat()}"
+
+
 FEATURES = "segment_features"  # the event store's tables of per-customer event features
 CHECKSUM_MODULUS = 2**61 - 1
 # Bound parameters per statement: SQLite allows 32 766; chunks keep statements short.
@@ -647,7 +655,6 @@ class _Refresher:
         """`Segment Entered` / `Segment Exited` for journeys to trigger on, built as one
         Arrow table (the customers are known: no identity resolution). The messageId is
         (segment, customer, direction, as_of), so a re-run stores each one once."""
-        moment = self.as_of.isoformat()
         every = [c.entered for c in changes] + [c.exited for c in changes]
         ids = _ids_of(
             self.workspace,
@@ -669,7 +676,9 @@ class _Refresher:
                     found = ids.get(customer_id)
                     if found is None:
                         continue  # erased or merged since: nobody to tell
-                    message_ids.append(f"segment:{change.name}:{direction}:{customer_id}:{moment}")
+                    message_ids.append(
+                        segment_event_id(change.name, direction, customer_id, self.as_of)
+                    )
                     customer_ids.append(customer_id)
                     user_ids.append(found[0])
                     anonymous_ids.append(found[1])

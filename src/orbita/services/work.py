@@ -21,7 +21,7 @@ from orbita.core.errors import FieldProblem, InvalidInputError, NotFoundError
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
 from orbita.model.triggers import ApiTrigger
-from orbita.services.apply import applied_strategy, applied_version
+from orbita.services.apply import Applied, applied_strategy, applied_version
 from orbita.services.journeys import (
     CustomerEvent,
     PublishedJourneys,
@@ -108,6 +108,7 @@ class LiveJourneys:
         self._version: int | None = None
         self._checked = -float("inf")
         self._loaded: tuple[Strategy, PublishedJourneys] | None = None
+        self.applied: Applied | None = None  # the version loaded, with its file's path
 
     def current(self) -> tuple[Strategy, PublishedJourneys] | None:
         """The applied strategy and its journeys; None before the first apply."""
@@ -118,6 +119,7 @@ class LiveJourneys:
                 version = applied_version(workspace=self.workspace)
                 if version != self._version:
                     applied = applied_strategy(workspace=self.workspace)
+                    self.applied = applied
                     if applied is not None:
                         journeys = load_journeys(
                             workspace=self.workspace,
@@ -133,7 +135,14 @@ class LiveJourneys:
         if loaded is not None and events:
             handle_events(workspace=self.workspace, journeys=loaded[1], events=events)
 
-    def work(self, *, now: datetime, worker_id: str) -> PassReport | None:
+    def work(
+        self,
+        *,
+        now: datetime,
+        worker_id: str,
+        batch: int = 1000,
+        max_batches: int | None = None,
+    ) -> PassReport | None:
         """One worker pass (see `work_once`); None before the first apply."""
         loaded = self.current()
         if loaded is None:
@@ -144,7 +153,9 @@ class LiveJourneys:
             strategy=strategy,
             journeys=journeys,
             now=now,
+            batch=batch,
             worker_id=worker_id,
+            max_batches=max_batches,
         )
 
     def segment_changes(self, *, as_of: datetime) -> None:
