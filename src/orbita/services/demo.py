@@ -11,6 +11,7 @@ journey's measured uplift against its holdout can be checked against the generat
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -196,42 +197,46 @@ class _ClosedLoop:
         )
         with self.workspace.state.connect() as connection:
             rows = connection.execute(query).all()
-        records: list[EventRecord] = []
         campaigns = CAMPAIGNS.get(self.store, {})
-        for run_id, journey, channel, template, sent_at, key, user_id in rows:
-            campaign = campaign_of(self.store, journey)
-            if campaign not in campaigns or user_id is None:
-                continue
-            kind = self._channel_type(channel, template)
-            answer = sample_responses(
+        # One vectorised draw per (campaign, channel, moment); a customer's answer does not
+        # depend on who else is drawn with them, so grouping changes no answer.
+        groups: dict[tuple[str, str, datetime], list[Any]] = defaultdict(list)
+        for row in rows:
+            campaign = campaign_of(self.store, row.journey)
+            if campaign in campaigns and row.user_id is not None:
+                kind = self._channel_type(row.channel, row.template)
+                groups[(campaign, kind, row[4])].append(row)
+        records: list[EventRecord] = []
+        for (campaign, kind, sent_at), members in groups.items():
+            n = len(members)
+            answers = sample_responses(
                 store=self.store,
                 campaign=campaign,
                 seed=self.seed,
                 now=sent_at,
-                user_ids=[f"{user_id}:{key}"],
-                active=np.array([True]),
-                goal_rate=np.array([0.0]),  # orders they make anyway are in the history
-                engagement=np.array([1.0]),
-                order_value=np.array([80.0]),
+                user_ids=[f"{row.user_id}:{row.idempotency_key}" for row in members],
+                active=np.ones(n, dtype=np.bool_),
+                goal_rate=np.zeros(n),  # orders they make anyway are in the history
+                engagement=np.ones(n),
+                order_value=np.full(n, 80.0),
                 channel=OPEN_FACTOR_KEY.get(kind, "email"),
             )
             opened_name, clicked_name = RESPONSE_EVENTS.get(kind, (None, None))
-            props = {"journey": journey, "template": template, "message": key}
-            if answer.opened[0] and opened_name:
-                records.append(_event(opened_name, user_id, answer.opened_at[0], key, props))
-            if answer.clicked[0] and clicked_name:
-                records.append(_event(clicked_name, user_id, answer.clicked_at[0], key, props))
-            # Only a run's first message can bring an extra order: the campaign's true uplift
-            # is per customer reached, which is what the journey's holdout measures.
-            first = run_id not in self._answered
-            self._answered.add(run_id)
-            if answer.incremental[0] and first:
-                order = {"order_id": f"demo-{key[:12]}", "revenue": float(answer.value[0])}
-                records.append(
-                    _event(
-                        campaigns[campaign].goal_event, user_id, answer.converted_at[0], key, order
-                    )
-                )
+            for i, row in enumerate(members):
+                key, user_id = row.idempotency_key, row.user_id
+                props = {"journey": row.journey, "template": row.template, "message": key}
+                if answers.opened[i] and opened_name:
+                    records.append(_event(opened_name, user_id, answers.opened_at[i], key, props))
+                if answers.clicked[i] and clicked_name:
+                    records.append(_event(clicked_name, user_id, answers.clicked_at[i], key, props))
+                # Only a run's first message can bring an extra order: the campaign's true
+                # uplift is per customer reached, which is what the journey's holdout measures.
+                first = row.run_id not in self._answered
+                self._answered.add(row.run_id)
+                if answers.incremental[i] and first:
+                    order = {"order_id": f"demo-{key[:12]}", "revenue": float(answers.value[i])}
+                    goal = campaigns[campaign].goal_event
+                    records.append(_event(goal, user_id, answers.converted_at[i], key, order))
         self.responses += len(records)
         return records
 
