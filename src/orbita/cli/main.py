@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from orbita.cli import (
+    analytics,
     customers,
     deliver,
     demo,
@@ -106,6 +107,7 @@ app.command("worker")(run.worker)
 app.add_typer(journeys.app, name="journeys")
 app.add_typer(templates.app, name="templates")
 app.add_typer(deliver.app, name="deliver")
+app.add_typer(analytics.app, name="analytics")
 
 
 def main() -> None:
