@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     text,
@@ -382,4 +384,50 @@ workspace_values = Table(
     Column("key", String(100), primary_key=True),
     Column("value", Json, nullable=False),
     Column("updated_at", AwareDateTime(), nullable=False),
+)
+
+# --- bounces and attribution (migration 0006) ----------------------------------------------
+# Every bounce and complaint processed, once (`report_key`: the report and the recipient);
+# soft bounces are counted per address within a window from here.
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("bounce_id", Id, primary_key=True, autoincrement=True),
+    Column("report_key", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # hard | soft | complaint
+    Column("address", String(320), nullable=False),
+    Column("outbox_id", BigInteger),
+    Column("idempotency_key", String(64)),
+    Column("status", String(16)),  # the enhanced status code, 5.1.1
+    Column("diagnostic", String(1000), nullable=False),
+    Column("source", String(32), nullable=False),  # dsn | arf | plain | webhook:<shape>
+    Column("at", AwareDateTime(), nullable=False),
+    Index(None, "address", "at"),
+)
+
+# A goal event credited to a touch: a message (its outbox row), or a holdout run's arm so
+# uplift compares like with like. One row per (goal event, touch); `weight` is the share
+# of the conversion (1 for last or first touch, 1/n for linear), `revenue` already weighted.
+attributions = Table(
+    "attributions",
+    metadata,
+    Column("attribution_id", Id, primary_key=True, autoincrement=True),
+    Column("goal_message_id", String(255), nullable=False),
+    Column("touch_key", String(64), nullable=False),  # the outbox key, or the holdout run id
+    Column("model", String(16), nullable=False),
+    Column("journey", String(200), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("outbox_id", BigInteger),
+    Column("node", String(200)),
+    Column("template", String(200)),
+    Column("variant", String(200)),
+    Column("arm", String(16), nullable=False),  # treatment | holdout
+    Column("customer_id", BigInteger, nullable=False),
+    Column("goal_event", String(200), nullable=False),
+    Column("touched_at", AwareDateTime(), nullable=False),
+    Column("converted_at", AwareDateTime(), nullable=False),
+    Column("weight", Float, nullable=False),
+    Column("revenue", Float, nullable=False),
+    UniqueConstraint("goal_message_id", "touch_key"),
+    Index(None, "journey", "converted_at"),
 )
