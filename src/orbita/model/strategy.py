@@ -24,7 +24,9 @@ from pydantic import (
 
 from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.core.zones import check_time_zone
+from orbita.model.broadcasts import Broadcast
 from orbita.model.channels import Channel
+from orbita.model.funnels import Funnel
 from orbita.model.goals import Goal
 from orbita.model.journeys import BranchStep, Journey, SendStep, iter_steps
 from orbita.model.rfm import RfmConfig
@@ -84,6 +86,8 @@ class Strategy(BaseModel):
     goals: list[Goal] = Field(default_factory=list)
     channels: dict[str, Channel] = Field(default_factory=dict)
     templates: dict[str, Template] = Field(default_factory=dict)
+    funnels: dict[str, Funnel] = Field(default_factory=dict)
+    broadcasts: dict[str, Broadcast] = Field(default_factory=dict)
 
     # Where each part was written (None for a strategy built in code).
     _source: YamlSource | None = PrivateAttr(default=None)
@@ -176,6 +180,7 @@ def check_strategy_references(strategy: Strategy) -> list[FieldProblem]:
             )
     _journey_segment_problems(strategy, add)
     _delivery_problems(strategy, add)
+    _broadcast_problems(strategy, add)
     return sorted(problems, key=lambda p: p.line or 0)
 
 
@@ -242,6 +247,47 @@ def _delivery_problems(strategy: Strategy, add: Callable[[Path, str], None]) -> 
                 ("goals", index, "journey"),
                 f"unknown journey {goal.journey!r}{_known(strategy.journeys)}",
             )
+
+
+def _broadcast_problems(strategy: Strategy, add: Callable[[Path, str], None]) -> None:
+    """Segments, templates, template variants and channels a broadcast names must exist."""
+    segments = strategy.segments
+    for name, broadcast in strategy.broadcasts.items():
+        under: Path = ("broadcasts", name)
+        audience = broadcast.audience
+        named = [audience.segment] if audience.segment is not None else []
+        if audience.condition is not None:
+            named += [
+                n.segment for n in walk(audience.condition.condition) if isinstance(n, SegmentRef)
+            ]
+        for segment in dict.fromkeys(named):
+            if segment not in segments:
+                at = _find_value(strategy.source, (*under, "audience"), "segment", segment)
+                add(at, f"unknown segment {segment!r}{_known(segments)}")
+        for index, segment in enumerate(audience.exclude):
+            if segment not in segments:
+                add(
+                    (*under, "audience", "exclude", index),
+                    f"unknown segment {segment!r}{_known(segments)}",
+                )
+        if broadcast.channel is not None and broadcast.channel not in strategy.channels:
+            add(
+                (*under, "channel"),
+                f"unknown channel {broadcast.channel!r}{_known(strategy.channels)}",
+            )
+        if not strategy.templates:
+            continue
+        for arm, variant in broadcast.arms().items():
+            template = strategy.templates.get(variant.template or "")
+            at = (*under, "variants", arm) if broadcast.variants else (*under, "template")
+            if template is None:
+                add(at, f"unknown template {variant.template!r}{_known(strategy.templates)}")
+            elif variant.variant is not None and variant.variant not in template.variants:
+                add(
+                    (*at, "variant"),
+                    f"template {variant.template!r} has no variant {variant.variant!r}"
+                    f"{_known(template.variants)}",
+                )
 
 
 def _known(names: Mapping[str, Any] | set[str]) -> str:
