@@ -315,6 +315,9 @@ outbox.append_column(Column("claimed_by", String(200)))
 outbox.append_column(Column("claimed_until", AwareDateTime()))
 outbox.append_column(Column("sent_at", AwareDateTime()))
 outbox.append_column(Column("provider_id", String(255)))
+# Migration 0007: the message's tracked links in index order, stored before it is sent (a
+# click redirects only to one of them).
+outbox.append_column(Column("links", Json))
 CLAIMED = text("status IN ('sending', 'committing')")
 Index(
     "ix_outbox_claimed",
