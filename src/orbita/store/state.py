@@ -434,3 +434,26 @@ attributions = Table(
     UniqueConstraint("goal_message_id", "touch_key"),
     Index(None, "journey", "converted_at"),
 )
+
+# --- broadcasts (migration 0008) -----------------------------------------------------------
+# One row per occurrence of a broadcast (a one-off send, or one time of a recurring one);
+# its recipients are outbox rows with the run id `broadcast:<broadcast_id>`. States:
+# scheduled (recipients not all written yet), sending, paused, cancelled, done.
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("broadcast_id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("occurrence", String(64), nullable=False),
+    Column("scheduled_at", AwareDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("definition", Json, nullable=False),
+    Column("audience", Integer),
+    Column("written_at", AwareDateTime()),
+    Column("decide_at", AwareDateTime()),  # an A/B test's decision is due then
+    Column("decision", Json),
+    Column("created_at", AwareDateTime(), nullable=False),
+    Column("updated_at", AwareDateTime(), nullable=False),
+    UniqueConstraint("name", "occurrence"),
+    Index(None, "state"),
+)
