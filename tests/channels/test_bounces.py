@@ -4,6 +4,7 @@ plain qmail bounce, provider webhooks; and the bounce mailbox over real SMTP."""
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import threading
 
@@ -17,6 +18,7 @@ from orbita.channels.email.bounces import (
     parse_report,
     parse_webhook,
 )
+from orbita.core.errors import InvalidInputError
 from orbita.model.bounces import Bounce
 
 KEY = "3f9a0c51d2e4b6a7c8d9e0f1a2b3c4d5"
@@ -190,11 +192,11 @@ def test_webhook_shapes() -> None:
         ({"events": [{"type": "bounce"}]}, "events.0.email"),
         ({"events": [{"type": "nope", "email": "a@b.c"}]}, "events.0.type"),
         ({"events": [{"type": "bounce", "email": "a@b.c", "status": "x"}]}, "events.0.status"),
-        ({"something": 1}, "body"),
+        ({"something": 1}, "(body)"),
     ],
 )
 def test_bad_webhook_bodies_name_the_field(body: object, field: str) -> None:
-    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+    with pytest.raises(InvalidInputError, match=re.escape(field)):
         parse_webhook(body)
 
 

@@ -15,6 +15,7 @@ recorded once (`bounces.report_key`), and its event has a message id derived fro
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,10 +25,11 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from orbita.core.errors import InvalidInputError
+from orbita.core.settings import Settings
 from orbita.model.bounces import Bounce
 from orbita.model.durations import format_duration
 from orbita.services.message_events import MessageEvent, OnStored, record_message_events
-from orbita.services.workspace import Workspace
+from orbita.services.workspace import Workspace, read_keys
 from orbita.store.state import bounces as bounce_rows
 from orbita.store.state import consents, customers, outbox, suppressions
 
@@ -267,3 +269,25 @@ def _withdraw_marketing(
                 set_={"granted": False, "source": "complaint", "at": now},
             )
         )
+
+
+def webhook_secret_for(*, settings: Settings) -> str:
+    """The shared secret of `POST /v1/webhooks/bounces` (`orbita bounces secret` prints it):
+    derived from the admin key, so it is stable and never stored apart from it."""
+    admin = read_keys(settings=settings).admin_key
+    return hashlib.sha256(b"orbita-bounce-webhook\x00" + admin.encode()).hexdigest()
+
+
+def webhook_signature(*, secret: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 of the raw body, what the `X-Orbita-Signature` carries."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def check_webhook_call(
+    *, secret: str, body: bytes, signature: str | None, token: str | None
+) -> bool:
+    """A call is ours when it signs the body with the secret, or (providers that can only
+    call a URL, such as SNS) carries the secret itself as `?token=`."""
+    if signature is not None:
+        return hmac.compare_digest(webhook_signature(secret=secret, body=body), signature)
+    return token is not None and hmac.compare_digest(secret, token)

@@ -31,6 +31,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from orbita.channels.email.sink import free_port
+from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.model.bounces import Bounce, BounceKind
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -272,7 +273,8 @@ def _from_plain(message: Message, *, report_id: str, key: str | None) -> list[Bo
 
 
 def parse_webhook(body: Any) -> list[Bounce]:
-    """A webhook body in one of three shapes (ValueError naming what is wrong otherwise):
+    """A webhook body in one of three shapes (InvalidInputError naming the field
+    otherwise):
 
     - Orbita's: `{"events": [{"type": "bounce"|"complaint", "email": …, "bounce": "hard"|
       "soft", "status": "5.1.1", "reason": …, "message_id": "<key@domain>" or "key": …,
@@ -283,36 +285,43 @@ def parse_webhook(body: Any) -> list[Bounce]:
     """
     if isinstance(body, Mapping) and isinstance(body.get("events"), list):
         return [_orbita_event(event, index) for index, event in enumerate(body["events"])]
-    if isinstance(body, Mapping) and "Type" in body and "Message" in body:
-        return _ses(body)
-    if isinstance(body, Mapping) and ("notificationType" in body or "eventType" in body):
-        return _ses_message(body, report_id=str(body.get("mail", {}).get("messageId", "")))
-    if isinstance(body, list) and all(isinstance(e, Mapping) and "event" in e for e in body):
-        return [bounce for event in body for bounce in _sendgrid(event)]
-    raise ValueError(
-        "body: expected {events: [...]}, an SNS notification of SES, or SendGrid's event list"
+    try:
+        if isinstance(body, Mapping) and "Type" in body and "Message" in body:
+            return _ses(body)
+        if isinstance(body, Mapping) and ("notificationType" in body or "eventType" in body):
+            return _ses_message(body, report_id=str(body.get("mail", {}).get("messageId", "")))
+        if isinstance(body, list) and all(isinstance(e, Mapping) and "event" in e for e in body):
+            return [bounce for event in body for bounce in _sendgrid(event)]
+    except (AttributeError, TypeError):  # a provider's shape with a part of the wrong type
+        raise _bad("", "a provider notification with fields of unexpected types") from None
+    raise _bad("", "expected {events: [...]}, an SNS notification of SES, or SendGrid's events")
+
+
+def _bad(field: str, message: str) -> InvalidInputError:
+    return InvalidInputError(
+        [FieldProblem(field=field, message=message)], summary="invalid bounce webhook"
     )
 
 
 def _orbita_event(event: Any, index: int) -> Bounce:
     where = f"events.{index}"
     if not isinstance(event, Mapping):
-        raise ValueError(f"{where}: expected an object")
+        raise _bad(f"{where}", "expected an object")
     kind = event.get("type")
     if kind not in ("bounce", "complaint"):
-        raise ValueError(f"{where}.type: expected bounce or complaint")
+        raise _bad(f"{where}.type", "expected bounce or complaint")
     address = event.get("email")
     if not isinstance(address, str) or "@" not in address:
-        raise ValueError(f"{where}.email: expected an email address")
+        raise _bad(f"{where}.email", "expected an email address")
     status = event.get("status")
     if status is not None and not (isinstance(status, str) and _ENHANCED.fullmatch(status)):
-        raise ValueError(f"{where}.status: expected an enhanced status code such as 5.1.1")
+        raise _bad(f"{where}.status", "expected an enhanced status code such as 5.1.1")
     if kind == "complaint":
         bounce_kind: BounceKind = "complaint"
     else:
         declared = event.get("bounce") or ("soft" if (status or "").startswith("4") else "hard")
         if declared not in ("hard", "soft"):
-            raise ValueError(f"{where}.bounce: expected hard or soft")
+            raise _bad(f"{where}.bounce", "expected hard or soft")
         bounce_kind = "hard" if declared == "hard" else "soft"
     key = event.get("key") or key_from_message_id(_str_or_none(event.get("message_id")))
     report_id = event.get("id") or _digest(orjson.dumps(dict(event), option=orjson.OPT_SORT_KEYS))
@@ -341,9 +350,9 @@ def _ses(notification: Mapping[str, Any]) -> list[Bounce]:
     try:
         inner = orjson.loads(notification["Message"])
     except (orjson.JSONDecodeError, TypeError):
-        raise ValueError("Message: expected the SES notification as JSON text") from None
+        raise _bad("Message", "expected the SES notification as JSON text") from None
     if not isinstance(inner, Mapping):
-        raise ValueError("Message: expected a JSON object")
+        raise _bad("Message", "expected a JSON object")
     return _ses_message(inner, report_id=str(notification.get("MessageId") or ""))
 
 
