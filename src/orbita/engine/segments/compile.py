@@ -13,7 +13,7 @@ anti-joins against `customers` for `not` and for absence (`count: "== 0"`).
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +54,7 @@ __all__ = [
     "compile_many",
     "compile_segment",
     "feature_tables",
+    "property_filters",
     "sample_value",
     "to_sql",
     "window_bounds",
@@ -759,3 +760,17 @@ def to_sql(expr: Expr, *, dialect: Dialect) -> str:
         # registers; printing SQL needs neither, so register the default ourselves.
         ibis.options.pyspark = _SparkPrintOptions()
     return str(ibis.to_sql(expr, dialect=dialect))
+
+
+def property_filters(
+    where: Sequence[PropertyTest], events: Expr, *, dialect: Dialect, as_of: datetime
+) -> list[Expr]:
+    """The boolean expressions of `where` tests on the properties of `events` rows, as event
+    conditions compile them (funnel steps reuse the segment language's filters)."""
+    access = json_access(dialect)
+    return [
+        value_test(
+            test.op, test.value, _json_values(access, events.properties, test.property), as_of=as_of
+        )
+        for test in where
+    ]
