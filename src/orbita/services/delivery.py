@@ -372,6 +372,63 @@ def _prepare(
     config = strategy.channels.get(channel)
     if config is None:
         return _Decision(row, "dead", f"channel {channel!r} is not in the strategy")
+    checked = send_rules(
+        row,
+        profile,
+        strategy=strategy,
+        template=template,
+        channel=channel,
+        config=config,
+        now=now,
+        suppressed=suppressed,
+        decided=decided,
+        caps=caps,
+    )
+    if isinstance(checked, _Decision):
+        return checked
+    assert profile is not None  # send_rules turns a missing customer away
+    address = checked
+    unsubscribe = "" if template.transactional else _unsubscribe_url(delivery, config, key)
+    try:
+        rendered = render_message(
+            template,
+            variant=row.get("variant"),
+            context=_context(delivery, row, profile, unsubscribe),
+        )
+    except TemplateRenderError as error:
+        return _Decision(row, "dead", str(error))
+    return channel, OutgoingMessage(
+        key=key,
+        channel=channel,
+        to=address,
+        at=now,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        sender=rendered.sender,
+        reply_to=rendered.reply_to,
+        html=rendered.html,
+        text=rendered.text,
+        url=rendered.url,
+        unsubscribe_url=unsubscribe or None,
+    )
+
+
+def send_rules(
+    row: Mapping[str, Any],
+    profile: Mapping[str, Any] | None,
+    *,
+    strategy: Strategy,
+    template: CompiledTemplate,
+    channel: str,
+    config: Channel,
+    now: datetime,
+    suppressed: Mapping[tuple[str, str], str],
+    decided: Mapping[tuple[int, str, str], bool],
+    caps: _Caps,
+) -> _Decision | str:
+    """The send-time rules for one message: the decision not to send it now (no address,
+    suppressed, no consent, quiet hours, frequency cap), or the address it goes to. A
+    message let through counts against the cap. Broadcasts' dry run asks the same."""
     if profile is None:
         return _Decision(row, "skipped", "the customer no longer exists")
     address = _address(config, row, profile)
@@ -409,29 +466,7 @@ def _prepare(
                 f"{format_duration(cap.per)} on {channel} reached",
             )
         caps.count(customer_id, channel, now)
-    unsubscribe = "" if template.transactional else _unsubscribe_url(delivery, config, key)
-    try:
-        rendered = render_message(
-            template,
-            variant=row.get("variant"),
-            context=_context(delivery, row, profile, unsubscribe),
-        )
-    except TemplateRenderError as error:
-        return _Decision(row, "dead", str(error))
-    return channel, OutgoingMessage(
-        key=key,
-        channel=channel,
-        to=address,
-        at=now,
-        subject=rendered.subject,
-        preheader=rendered.preheader,
-        sender=rendered.sender,
-        reply_to=rendered.reply_to,
-        html=rendered.html,
-        text=rendered.text,
-        url=rendered.url,
-        unsubscribe_url=unsubscribe or None,
-    )
+    return address
 
 
 def quiet_until(now: datetime, start: time_of_day, end: time_of_day, zone: str) -> datetime | None:
