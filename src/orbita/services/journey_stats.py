@@ -7,7 +7,7 @@
     converted   runs that reached the goal within its window, by arm
 
 Conversion rates per arm and their difference (the journey's uplift against its holdout)
-come from the same counts; the confidence interval belongs to the analytics issue.
+come from the same counts; intervals, tests and verdicts are orbita.analytics.experiments'.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, case, func, select
 
+from orbita.analytics.experiments.data import journey_names, variant_counts
 from orbita.core.errors import NotFoundError
 from orbita.services.workspace import Workspace
 from orbita.store.state import (
@@ -68,11 +69,6 @@ class JourneyStats:
         """Treatment minus holdout conversion rate (None without both arms)."""
         treated, held = self.arms["treatment"].conversion_rate, self.arms["holdout"].conversion_rate
         return treated - held if treated is not None and held is not None else None
-
-
-def journey_names(connection: Connection) -> list[str]:
-    query = select(journey_versions.c.journey).distinct().order_by(journey_versions.c.journey)
-    return list(connection.execute(query).scalars())
 
 
 def journeys_stats(
@@ -181,23 +177,9 @@ def _steps(connection: Connection, name: str) -> list[StepStats]:
 
 
 def _variants(connection: Connection, name: str) -> dict[str, ArmStats]:
-    rows = outbox.c
-    query = (
-        select(
-            rows.variant,
-            func.count(rows.run_id.distinct()),
-            func.count(journey_conversions.c.run_id.distinct()),
-        )
-        .select_from(
-            outbox.outerjoin(journey_conversions, journey_conversions.c.run_id == rows.run_id)
-        )
-        .where(rows.journey == name, rows.kind == "send", rows.variant.is_not(None))
-        .group_by(rows.variant)
-        .order_by(rows.variant)
-    )
     return {
-        variant: ArmStats(entered=int(runs), converted=int(converted))
-        for variant, runs, converted in connection.execute(query)
+        variant: ArmStats(entered=counts.runs, converted=counts.converted)
+        for variant, counts in variant_counts(connection, name).items()
     }
 
 
