@@ -22,7 +22,7 @@ them word for word):
 - **Each event completes at most one step** of an attempt, so repeated steps (first
   purchase, then repeat) need as many events.
 - **A customer counts once**, at the deepest step any of their attempts reached; the times
-  between steps are that attempt's (the earliest of the deepest).
+  between steps are that attempt's (the first in the event order of the deepest).
 - **Breakdown** by `trait:NAME` (the profile at the last segment refresh), `segment:a,b`
   (the first listed segment the customer is in now, else `(other)`) or `stage` (their
   lifecycle stage now, else `(none)`).
@@ -123,7 +123,7 @@ def compute_funnel(
     for key, table in groups:
         aggregates: dict[str, Expr] = {}
         for k in range(1, n + 1):
-            aggregates[f"c{k}"] = (table.depth >= k).cast("int64").sum()
+            aggregates[f"c{k}"] = _count_of(table.depth >= k)
             if k > 1:
                 aggregates[f"m{k}"] = table[f"d{k}"].median()
         expr = (
@@ -216,6 +216,7 @@ def _customer_depths(source: Source, funnel: Funnel, *, start: datetime, end: da
     )
     chain = attempts.select(
         "customer_id",
+        p1=attempts.pos,
         t1=attempts.timestamp,
         **({"p2": attempts.n2, "t2": attempts.nt2} if n > 1 else {}),
     )
@@ -234,11 +235,11 @@ def _customer_depths(source: Source, funnel: Funnel, *, start: datetime, end: da
     for k in range(2, n + 1):
         # Times along a chain only grow: the step is reached when its time is in the window.
         reached = chain[f"t{k}"].notnull() & (chain[f"t{k}"] <= deadline)
-        depth = depth + reached.cast("int64")
+        depth = depth + ibis.ifelse(reached, 1, 0)
     scored = chain.mutate(depth=depth)
     best = scored.mutate(
         choice=ibis.row_number().over(
-            group_by=scored.customer_id, order_by=[ibis.desc(scored.depth), scored.t1]
+            group_by=scored.customer_id, order_by=[ibis.desc(scored.depth), scored.p1]
         )
     )
     best = best.filter(best.choice == 0)
@@ -247,6 +248,11 @@ def _customer_depths(source: Source, funnel: Funnel, *, start: datetime, end: da
         gap = best[f"t{k}"].epoch_seconds() - best[f"t{k - 1}"].epoch_seconds()
         seconds[f"d{k}"] = ibis.ifelse(best.depth >= k, gap, None).cast("float64")
     return best.select("customer_id", "depth", **seconds)
+
+
+def _count_of(condition: Expr) -> Expr:
+    # PostgreSQL casts no boolean to a number: count the rows where it holds.
+    return ibis.ifelse(condition, 1, 0).sum()
 
 
 def _pointers(ordered: Expr, *, n: int, strict: bool) -> Expr:

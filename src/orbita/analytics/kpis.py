@@ -451,16 +451,16 @@ def _to_date_kpis(job: _Job, chosen: Sequence[str], dimension: str) -> list[KpiR
         ),
     )
     by_period = ranked.group_by(period=job.period(ranked.timestamp)).aggregate(
-        firsts=(ranked["rank"] == 0).sum(),  # row_number counts from 0 in Ibis
-        seconds=(ranked["rank"] == 1).sum(),
+        firsts=_count_of(ranked["rank"] == 0),  # row_number counts from 0 in Ibis
+        seconds=_count_of(ranked["rank"] == 1),
         revenue=ranked.revenue.sum(),
     )
     if job.grain == "total":
         # Every purchase before `start` belongs to the running totals before the one period.
         marked = ranked.mutate(before=ranked.timestamp < timestamp(job.start))
         by_period = marked.group_by("before").aggregate(
-            firsts=(marked["rank"] == 0).sum(),
-            seconds=(marked["rank"] == 1).sum(),
+            firsts=_count_of(marked["rank"] == 0),
+            seconds=_count_of(marked["rank"] == 1),
             revenue=marked.revenue.sum(),
         )
         found = job.source.rows(by_period)
@@ -534,7 +534,7 @@ def _churn_kpis(job: _Job, chosen: Sequence[str], dimension: str) -> list[KpiRow
     starts = marks.group_by(p=marks.ps).aggregate(n=marks.count())
     ends = marks.group_by(p=marks.pe).aggregate(
         n=marks.count(),
-        churned=(marks.churned & (marks.ps < marks.pe)).sum(),
+        churned=_count_of(marks.churned & (marks.ps < marks.pe)),
     )
     started = {as_date(r["p"]): int(r["n"]) for r in job.source.rows(starts)}
     ended = {as_date(r["p"]): (int(r["n"]), int(r["churned"] or 0)) for r in job.source.rows(ends)}
@@ -559,6 +559,11 @@ def _bucket(job: _Job, column: Expr) -> Expr:
         timestamp(before),
         ibis.ifelse(column < timestamp(job.end), timestamp(job.start), timestamp(after)),
     )
+
+
+def _count_of(condition: Expr) -> Expr:
+    # PostgreSQL casts no boolean to a number: count the rows where it holds.
+    return ibis.ifelse(condition, 1, 0).sum()
 
 
 def _seconds(span: timedelta) -> int:
