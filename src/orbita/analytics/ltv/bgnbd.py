@@ -67,18 +67,25 @@ class BGNBD:
         tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b - 1, z)
         return np.asarray((a + b - 1) / (a - 1) * (1 - tail), dtype=np.float64)
 
-    def conditional_expected_purchases(
-        self, t: float, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike
-    ) -> Floats:
-        """E[Y(t) | x, t_x, T]: repeat purchases in the next t (FHL eq. 10)."""
-        xs, ts, ages = _arrays(x, t_x, T)
+    def expected_purchases_if_alive(self, t: float, x: npt.ArrayLike, T: npt.ArrayLike) -> Floats:
+        """E[Y(t) | alive at T, x, T]: repeat purchases in the next t of a customer still
+        alive; it does not depend on t_x, so CLV evaluates it once per distinct (x, T)."""
+        xs = np.asarray(x, dtype=np.float64)
+        ages = np.asarray(T, dtype=np.float64)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         z = t / (alpha + ages + t)
         # Euler's transformation of ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z),
         # which overflows for frequent buyers in the untransformed form
         tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + xs - 1, z)
+        return np.asarray((a + b + xs - 1) / (a - 1) * (1 - tail), dtype=np.float64)
+
+    def conditional_expected_purchases(
+        self, t: float, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike
+    ) -> Floats:
+        """E[Y(t) | x, t_x, T]: repeat purchases in the next t (FHL eq. 10)."""
+        xs, ts, ages = _arrays(x, t_x, T)
         alive = self.p_alive(xs, ts, ages)
-        return np.asarray((a + b + xs - 1) / (a - 1) * (1 - tail) * alive, dtype=np.float64)
+        return self.expected_purchases_if_alive(t, xs, ages) * alive
 
     def log_likelihood(self, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> float:
         """Total log-likelihood of the given customers."""
@@ -108,65 +115,80 @@ def _arrays(
 
 
 class _Objective:
-    """Total log-likelihood and its gradient in log-parameters, on folded data."""
+    """Total log-likelihood and its gradient in log-parameters, on folded data.
+
+    Writing d = ln(second term) - ln(first term), a customer's last term is
+    -(r+x) ln(α+T) + softplus(d), with d = ln a - ln(b+x-1) - (r+x) [ln(α+t_x) - ln(α+T)]
+    for repeat buyers only. Terms in T alone are summed per distinct T, terms in x alone
+    per distinct count, and logs of α+t_x and α+T are taken once per distinct value; only
+    softplus(d) and its weight in the gradient are computed per row, and only for rows
+    with x > 0.
+    """
 
     def __init__(self, data: Frequencies) -> None:
-        self.data = data
-        counts, index = np.unique(data.x, return_inverse=True)
+        self.customers = data.customers
+        counts, count_index = np.unique(data.x, return_inverse=True)
         self.counts = counts
-        self.index = index.ravel()
-        # customers per distinct count: the weights of the count-only terms
-        self.count_weight = np.bincount(self.index, weights=data.weight)
-        self.repeat = data.x > 0
+        self.count_weight = np.bincount(count_index.ravel(), weights=data.weight)
+        ages, age_index = np.unique(data.T, return_inverse=True)
+        self.ages = ages
+        self.age_weight = np.bincount(age_index.ravel(), weights=data.weight)
+        self.age_x_weight = np.bincount(age_index.ravel(), weights=data.weight * data.x)
+        repeat = data.x > 0
+        lasts, last_index = np.unique(data.t_x[repeat], return_inverse=True)
+        self.lasts = lasts
+        self.last_index = last_index.ravel().astype(np.intp)
+        self.age_index = age_index.ravel()[repeat].astype(np.intp)
+        self.repeat_count = count_index.ravel()[repeat].astype(np.intp)
+        self.repeat_x = data.x[repeat]
+        self.repeat_weight = data.weight[repeat]
 
     def __call__(self, theta: Floats) -> tuple[float, Floats]:
-        r, alpha, a, b = np.exp(theta)
-        d, k, cw = self.data, self.counts, self.count_weight
-        w = d.weight
+        r, alpha, a, b = (float(v) for v in np.exp(theta))
+        k, cw, n = self.counts, self.count_weight, self.customers
         # terms that depend only on the count
         per_count = gammaln(r + k) - gammaln(r) + betaln(a, b + k) - betaln(a, b)
         g_r = digamma(r + k) - digamma(r)
         g_a = digamma(a + b) - digamma(a + b + k)
         g_b = digamma(b + k) - digamma(b) + g_a
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_b_x1 = np.where(k > 0, np.log(b + k - 1), 0.0)[self.index]
-        rx = r + d.x
-        log_age = np.log(alpha + d.T)
-        log_last = np.log(alpha + d.t_x)
-        first = -rx * log_age
-        second = np.where(self.repeat, np.log(a) - log_b_x1 - rx * log_last, -np.inf)
-        top = np.maximum(first, second)
-        log_sum = top + np.log1p(np.exp(-np.abs(first - second)))
-        # the share of the second ("dropped out after the last purchase") term
-        share = expit(second - first)
-        value = float(cw @ per_count) + r * np.log(alpha) * d.customers + float(w @ log_sum)
-        inv_age = 1 / (alpha + d.T)
-        inv_last = 1 / (alpha + d.t_x)
-        dr = (
-            float(cw @ g_r)
-            + np.log(alpha) * d.customers
-            - float(w @ ((1 - share) * log_age + share * log_last))
-        )
-        dalpha = r / alpha * d.customers - float(
-            w @ (rx * ((1 - share) * inv_age + share * inv_last))
-        )
-        da = float(cw @ g_a) + float(w @ share) / a
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv_b_x1 = np.where(self.repeat, np.exp(-log_b_x1), 0.0)
-        db = float(cw @ g_b) - float(w @ (share * inv_b_x1))
-        gradient = np.array([dr * r, dalpha * alpha, da * a, db * b])
-        return value, gradient
+        with np.errstate(divide="ignore"):
+            log_b_x1 = np.log(b + k - 1)  # used for k >= 1 only
+        # terms that depend only on T: -(r+x) ln(α+T) summed over everyone
+        log_age = np.log(alpha + self.ages)
+        age_r = r * self.age_weight + self.age_x_weight
+        value = float(cw @ per_count) + n * r * np.log(alpha) - float(age_r @ log_age)
+        dr = float(cw @ g_r) + n * np.log(alpha) - float(self.age_weight @ log_age)
+        dalpha = n * r / alpha - float(age_r @ (1 / (alpha + self.ages)))
+        # repeat buyers: softplus(d) and its derivative, the share of the second term
+        log_last = np.log(alpha + self.lasts)
+        rx = r + self.repeat_x
+        gap = log_last[self.last_index] - log_age[self.age_index]
+        d = np.log(a) - log_b_x1[self.repeat_count] - rx * gap
+        e = np.exp(-np.abs(d))
+        softplus = np.maximum(d, 0.0) + np.log1p(e)
+        share = np.where(d >= 0, 1.0, e) / (1.0 + e)
+        w = self.repeat_weight
+        ws = w * share
+        value += float(w @ softplus)
+        dr -= float(ws @ gap)
+        inverse_gap = (1 / (alpha + self.lasts))[self.last_index] - (1 / (alpha + self.ages))[
+            self.age_index
+        ]
+        dalpha -= float(ws @ (rx * inverse_gap))
+        da = float(cw @ g_a) + float(ws.sum()) / a
+        db = float(cw @ g_b) - float(ws @ np.exp(-log_b_x1)[self.repeat_count])
+        return value, np.array([dr * r, dalpha * alpha, da * a, db * b])
 
 
 def fit_bgnbd(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> BGNBDFit:
     """Maximum-likelihood BG/NBD with standard errors from the observed information."""
     data = fold(x, t_x, T)
-    # fit in a time unit where the mean age is 1, so that α starts near its optimum's scale
-    unit = float(np.average(data.T, weights=data.weight)) or 1.0
-    scaled = Frequencies(data.x, data.t_x / unit, data.T / unit, data.weight, data.inverse)
-    optimum = maximise(_Objective(scaled), np.zeros(4), scale=data.customers)
-    theta = optimum.log_params + np.array([0.0, np.log(unit), 0.0, 0.0])
     objective = _Objective(data)
+    # start with α at the mean age: the right scale whatever the time unit
+    unit = float(np.average(data.T, weights=data.weight)) or 1.0
+    start = np.array([0.0, np.log(unit), 0.0, 0.0])
+    optimum = maximise(objective, start, scale=data.customers)
+    theta = optimum.log_params
     value = objective(theta)[0]
     if not np.isfinite(value):
         raise FitError("BG/NBD did not reach a finite likelihood")

@@ -16,8 +16,8 @@ from orbita.analytics.ltv.gammagamma import GammaGamma
 class PurchaseModel(Protocol):
     def p_alive(self, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Floats: ...
 
-    def conditional_expected_purchases(
-        self, t: float, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike
+    def expected_purchases_if_alive(
+        self, t: float, x: npt.ArrayLike, T: npt.ArrayLike
     ) -> Floats: ...
 
 
@@ -46,26 +46,28 @@ def customer_values(
     """CLV = Σ_{i=1..months} E[z | x, m] (E[Y(i)] - E[Y(i-1)]) / (1 + d)^i, the convention of
     `lifetimes` (months of `time_units_per_month` time units, here days by default).
 
-    The purchase model depends only on (x, t_x, T), so it is evaluated once per distinct
-    history and spread back to the customers.
+    E[Y(t) | x, t_x, T] = P(alive | x, t_x, T) E[Y(t) | alive, x, T]: the sum over months is
+    taken once per distinct (x, T) and P(alive) once per distinct (x, t_x, T).
     """
     if months < 1:
         raise ValueError("months must be >= 1")
     if monthly_discount <= -1:
         raise ValueError("monthly_discount must be > -1")
     data = fold(x, t_x, T)
-    previous = np.zeros(data.x.size)
-    discounted = np.zeros(data.x.size)
+    ages = fold(data.x, np.zeros(data.x.size), data.T)
+    previous = np.zeros(ages.x.size)
+    discounted = np.zeros(ages.x.size)
     for month in range(1, months + 1):
-        cumulative = purchases.conditional_expected_purchases(
-            month * time_units_per_month, data.x, data.t_x, data.T
+        cumulative = purchases.expected_purchases_if_alive(
+            month * time_units_per_month, ages.x, ages.T
         )
         discounted += (cumulative - previous) / (1 + monthly_discount) ** month
         previous = cumulative
+    alive = purchases.p_alive(data.x, data.t_x, data.T)
     order_value = spend.expected_value(x, monetary)
     return CustomerValues(
-        p_alive=purchases.p_alive(data.x, data.t_x, data.T)[data.inverse],
-        expected_purchases=previous[data.inverse],
+        p_alive=alive[data.inverse],
+        expected_purchases=(previous[ages.inverse] * alive)[data.inverse],
         expected_order_value=order_value,
-        clv=discounted[data.inverse] * order_value,
+        clv=(discounted[ages.inverse] * alive)[data.inverse] * order_value,
     )

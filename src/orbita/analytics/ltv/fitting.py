@@ -61,17 +61,28 @@ def fold(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Frequencies:
         raise FitError("t_x must lie in [0, T]")
     if ((xs == 0) & (ts != 0)).any():
         raise FitError("t_x must be 0 for customers without repeat purchases")
-    order = np.lexsort((ages, ts, xs))
-    sx, st, sT = xs[order], ts[order], ages[order]
-    starts = np.empty(xs.size, dtype=bool)
-    starts[0] = True
-    starts[1:] = (sx[1:] != sx[:-1]) | (st[1:] != st[:-1]) | (sT[1:] != sT[:-1])
-    group = np.cumsum(starts) - 1
-    inverse = np.empty(xs.size, dtype=np.int64)
-    inverse[order] = group
-    first = np.flatnonzero(starts)
-    weight = np.diff(np.append(first, xs.size)).astype(np.float64)
-    return Frequencies(sx[first], st[first], sT[first], weight, inverse)
+    # one int64 key per row from the ranks of its three values: sorting integers is several
+    # times faster than a lexicographic sort of three float columns
+    key = np.zeros(xs.size, dtype=np.int64)
+    for column in (xs, ts, ages):
+        size, rank = _ranks(column)
+        key = key * size + rank
+    _, first, inverse, weight = np.unique(
+        key, return_index=True, return_inverse=True, return_counts=True
+    )
+    return Frequencies(
+        xs[first], ts[first], ages[first], weight.astype(np.float64), inverse.ravel()
+    )
+
+
+def _ranks(column: Floats) -> tuple[int, Ints]:
+    """Dense codes of a column's values, in their order: offsets for whole numbers in a
+    modest range (counts, days), else ranks among the distinct values."""
+    low, high = float(column.min()), float(column.max())
+    if high - low < 1e6 and (column == np.floor(column)).all():
+        return int(high - low) + 1, (column - low).astype(np.int64)
+    values, rank = np.unique(column, return_inverse=True)
+    return int(values.size), rank.ravel().astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)

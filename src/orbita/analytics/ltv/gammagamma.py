@@ -118,11 +118,11 @@ def _objective(x: Floats, m: Floats) -> Objective:
 def fit_gamma_gamma(x: npt.ArrayLike, m: npt.ArrayLike) -> GammaGammaFit:
     """Maximum-likelihood Gamma-Gamma on the repeat buyers (x >= 1) among the given."""
     xs, ms = _repeat_buyers(x, m)
-    unit = float(ms.mean())
-    # money in units of the mean order value: γ starts on the right scale
-    optimum = maximise(_objective(xs, ms / unit), np.zeros(3), scale=float(xs.size))
-    theta = optimum.log_params + np.array([0.0, 0.0, np.log(unit)])
     objective = _objective(xs, ms)
+    # start with γ at the mean order value: the right scale whatever the currency
+    start = np.array([0.0, 0.0, np.log(float(ms.mean()))])
+    optimum = maximise(objective, start, scale=float(xs.size))
+    theta = optimum.log_params
     value = objective(theta)[0]
     if not np.isfinite(value):
         raise FitError("Gamma-Gamma did not reach a finite likelihood")

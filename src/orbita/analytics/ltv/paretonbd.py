@@ -170,18 +170,24 @@ class ParetoNBD:
         head = r * beta / (alpha * (s - 1))
         return np.asarray(head * (1 - (beta / (beta + times)) ** (s - 1)), dtype=np.float64)
 
-    def conditional_expected_purchases(
-        self, t: float, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike
-    ) -> Floats:
-        """E[Y(t) | x, t_x, T] (Fader & Hardie 2005, eq. 21)."""
-        xs, ts, ages = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
+    def expected_purchases_if_alive(self, t: float, x: npt.ArrayLike, T: npt.ArrayLike) -> Floats:
+        """E[Y(t) | alive at T, x, T]; it does not depend on t_x."""
+        xs = np.asarray(x, dtype=np.float64)
+        ages = np.asarray(T, dtype=np.float64)
         r, alpha, s, beta = self.r, self.alpha, self.s, self.beta
         if abs(s - 1) < 1e-9:
             rate = (r + xs) * (beta + ages) / (alpha + ages) * np.log1p(t / (beta + ages))
         else:
             head = (r + xs) * (beta + ages) / ((alpha + ages) * (s - 1))
             rate = head * (1 - ((beta + ages) / (beta + ages + t)) ** (s - 1))
-        return np.asarray(rate * self.p_alive(xs, ts, ages), dtype=np.float64)
+        return np.asarray(rate, dtype=np.float64)
+
+    def conditional_expected_purchases(
+        self, t: float, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike
+    ) -> Floats:
+        """E[Y(t) | x, t_x, T] (Fader & Hardie 2005, eq. 21)."""
+        xs, ts, ages = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
+        return self.expected_purchases_if_alive(t, xs, ages) * self.p_alive(xs, ts, ages)
 
     def log_likelihood(self, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> float:
         theta = np.log([self.r, self.alpha, self.s, self.beta])
@@ -233,11 +239,11 @@ def _objective(data: Frequencies, *, gradient: bool = True) -> Objective:
 def fit_paretonbd(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> ParetoNBDFit:
     """Maximum-likelihood Pareto/NBD with standard errors from the observed information."""
     data = fold(x, t_x, T)
-    unit = float(np.average(data.T, weights=data.weight)) or 1.0
-    scaled = Frequencies(data.x, data.t_x / unit, data.T / unit, data.weight, data.inverse)
-    optimum = maximise(_objective(scaled), np.zeros(4), scale=data.customers)
-    theta = optimum.log_params + np.array([0.0, np.log(unit), 0.0, np.log(unit)])
     objective = _objective(data)
+    # start with α and β at the mean age: the right scale whatever the time unit
+    unit = float(np.log(np.average(data.T, weights=data.weight) or 1.0))
+    optimum = maximise(objective, np.array([0.0, unit, 0.0, unit]), scale=data.customers)
+    theta = optimum.log_params
     value = objective(theta)[0]
     if not np.isfinite(value):
         raise FitError("Pareto/NBD did not reach a finite likelihood")
