@@ -8,6 +8,7 @@ import typer
 
 from orbita.cli import (
     analytics,
+    broadcasts,
     customers,
     deliver,
     demo,
@@ -106,6 +107,7 @@ app.command("run")(run.run)
 app.command("worker")(run.worker)
 app.add_typer(journeys.app, name="journeys")
 app.add_typer(templates.app, name="templates")
+app.add_typer(broadcasts.app, name="broadcasts")
 app.add_typer(deliver.app, name="deliver")
 app.add_typer(analytics.app, name="analytics")
 

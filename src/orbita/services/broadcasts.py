@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -44,6 +45,14 @@ from orbita.model.broadcasts import HOLDOUT_ARM, AtSchedule, Broadcast, CronSche
 from orbita.model.segments import Segment
 from orbita.model.strategy import Strategy
 from orbita.services.apply import applied_strategy
+from orbita.services.delivery import (
+    Delivery,
+    _Caps,
+    _profiles,
+    _suppression_and_consent,
+    preview_message,
+    send_rules,
+)
 from orbita.services.journeys import OUTBOX_COLUMNS, _bulk_insert
 from orbita.services.segments import (
     _dialect,
@@ -51,6 +60,7 @@ from orbita.services.segments import (
     sync_customer_snapshot,
     uses_rfm,
 )
+from orbita.services.templates import compile_templates
 from orbita.services.workspace import Workspace, read_value, write_value
 from orbita.store.state import broadcasts, customers, outbox
 
@@ -1130,7 +1140,146 @@ def show_broadcast(*, workspace: Workspace, strategy: Strategy | None, name: str
     }
 
 
+# --- the dry run ---------------------------------------------------------------------------
+
+PLAN_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastPlan:
+    """What `send` would do now, with nothing written: the audience and how it splits, and
+    what the sender's rules would hold back, and why."""
+
+    name: str
+    occurrence: str
+    audience: int
+    holdout: int
+    by_arm: Mapping[str, int]  # the A/B test's rest under "rest"
+    by_zone: Mapping[str, int]
+    excluded: Mapping[str, int]  # "skipped: no consent" -> customers
+    deliverable: int
+    first_at: datetime | None
+    last_at: datetime | None
+    decide_at: datetime | None
+    samples: Mapping[str, Mapping[str, Any]]  # per arm: one customer's rendered message
+
+
+def plan_broadcast(
+    *, workspace: Workspace, strategy: Strategy, base_dir: Path, name: str, now: datetime
+) -> BroadcastPlan:
+    """The dry run of `send`: the audience resolved as `send` would, the arms assigned, and
+    every recipient put through the sender's rules (`send_rules`) at the time their message
+    would go; one message per arm rendered for its first deliverable customer."""
+    broadcast = _broadcast(strategy, name)
+    wall = _default_wall(broadcast, strategy, now)
+    ids, zones = resolve_audience(
+        workspace=workspace, strategy=strategy, broadcast=broadcast, name=name, as_of=now
+    )
+    plan = _assign(
+        broadcast=broadcast,
+        strategy=strategy,
+        name=name,
+        ids=ids,
+        zones=zones,
+        wall=wall,
+        now=now,
+    )
+    templates = compile_templates(strategy=strategy, base_dir=base_dir)
+    delivery = Delivery(strategy=strategy, templates=templates, clients={})
+    arms = broadcast.arms()
+    default = broadcast.default_arm()
+    excluded: Counter[str] = Counter()
+    first_ok: dict[str, int] = {}
+    sending = np.flatnonzero(~plan.holdout)
+    for start in range(0, len(sending), PLAN_CHUNK):
+        chunk = sending[start : start + PLAN_CHUNK]
+        rows: list[dict[str, Any]] = []
+        for i in chunk:
+            index = int(plan.arm[i])
+            arm = plan.arms[index] if index >= 0 else default
+            variant = arms[arm]
+            template = templates[variant.template or ""]
+            rows.append(
+                {
+                    "arm": arm,
+                    "at": datetime.fromtimestamp(float(plan.at[i]), UTC),
+                    "idempotency_key": "plan",
+                    "kind": "send",
+                    "customer_id": int(plan.ids[i]),
+                    "template": variant.template,
+                    "channel": broadcast.channel or template.channel,
+                    "payload": {},
+                }
+            )
+        with workspace.state.connect() as connection:
+            profiles = _profiles(connection, {row["customer_id"] for row in rows})
+            suppressed, decided = _suppression_and_consent(connection, rows, profiles)
+            caps = _Caps.load(connection, delivery, rows, now=now)
+        for row in rows:
+            channel = str(row["channel"])
+            checked = send_rules(
+                row,
+                profiles.get(row["customer_id"]),
+                strategy=strategy,
+                template=templates[str(row["template"])],
+                channel=channel,
+                config=strategy.channels[channel],
+                now=row["at"],
+                suppressed=suppressed,
+                decided=decided,
+                caps=caps,
+            )
+            if isinstance(checked, str):
+                first_ok.setdefault(row["arm"], row["customer_id"])
+            else:
+                excluded[f"{checked.outcome}: {_reason_kind(checked.reason)}"] += 1
+    samples: dict[str, dict[str, Any]] = {}
+    for arm, customer in first_ok.items():
+        variant = arms[arm]
+        preview = preview_message(
+            workspace=workspace,
+            strategy=strategy,
+            base_dir=base_dir,
+            template=variant.template or "",
+            customer=f"#{customer}",
+            variant=variant.variant,
+        )
+        samples[arm] = {
+            "customer_id": customer,
+            "to": preview.to,
+            "subject": preview.message.subject,
+            "text": (preview.message.text or "")[:500],
+        }
+    by_arm = Counter(plan.arms[int(a)] if a >= 0 else "rest" for a in plan.arm[~plan.holdout])
+    times = plan.at[~plan.holdout]
+    skipped = sum(n for reason, n in excluded.items() if reason.startswith("skipped"))
+    return BroadcastPlan(
+        name=name,
+        occurrence=_wall_key(wall) if wall is not None else MANUAL,
+        audience=len(ids),
+        holdout=int(plan.holdout.sum()),
+        by_arm=dict(by_arm),
+        by_zone=dict(sorted(plan.by_zone.items(), key=lambda item: -item[1])),
+        excluded=dict(excluded.most_common()),
+        deliverable=len(sending) - skipped,
+        first_at=datetime.fromtimestamp(float(times.min()), UTC) if len(times) else None,
+        last_at=datetime.fromtimestamp(float(times.max()), UTC) if len(times) else None,
+        decide_at=plan.decide_at,
+        samples=samples,
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    """A rule's reason without what varies per customer: `suppressed: hard bounce` ->
+    `suppressed`; `quiet hours 22:00-08:00 in Europe/Kyiv: deferred to …` -> its rule."""
+    head = reason.split(":", 1)[0] if not reason.startswith("quiet hours") else reason
+    if head.startswith("quiet hours"):
+        return head.split(" in ", 1)[0] + " (deferred, not dropped)"
+    return head
+
+
 __all__ = [
+    "BroadcastPlan",
     "DueReport",
     "Occurrence",
     "SendReport",
@@ -1142,6 +1291,7 @@ __all__ = [
     "list_broadcasts",
     "occurrences",
     "pause_broadcast",
+    "plan_broadcast",
     "resolve_audience",
     "resume_broadcast",
     "send_broadcast",
