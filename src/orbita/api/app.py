@@ -10,7 +10,15 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import orbita
-from orbita.api import customers, delivery, health, ingest, journeys, segments
+from orbita.api import (
+    broadcasts,
+    customers,
+    delivery,
+    health,
+    ingest,
+    journeys,
+    segments,
+)
 from orbita.api.deps import ApiContext
 from orbita.api.errors import install_error_handlers
 from orbita.core.settings import Settings
@@ -85,6 +93,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app.include_router(customers.router)
     app.include_router(segments.router)
     app.include_router(journeys.router)
+    app.include_router(broadcasts.router)
     app.include_router(delivery.router)
     return app
 
