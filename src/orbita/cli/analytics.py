@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import typer
 
+from orbita.cli import analytics_experiments
+
 app = typer.Typer(
     help="Measure: KPIs, funnels, cohorts, LTV and churn models, experiments and uplift.",
     no_args_is_help=True,
 )
 
 # Subcommands, one line each: app.command("ltv")(analytics_ltv.ltv)
+app.command("experiments")(analytics_experiments.experiments)
