@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,11 +21,14 @@ from orbita.api import (
     ingest,
     journeys,
     segments,
+    tracking,
 )
 from orbita.api.deps import ApiContext
 from orbita.api.errors import install_error_handlers
+from orbita.channels import open_channels
 from orbita.core.settings import Settings
 from orbita.services.ingest import BatchPreparer, Ingestor
+from orbita.services.sender import BackgroundSender
 from orbita.services.work import LiveJourneys
 from orbita.services.workspace import Workspace, open_workspace
 
@@ -51,6 +56,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
             preparer = BatchPreparer(workers=settings.parse_workers)
             schedule: asyncio.Task[None] | None = None
             worker: asyncio.Task[None] | None = None
+            sender = _sender(settings, opened, live) if settings.deliver_interval > 0 else None
             try:
                 app.state.orbita = context = ApiContext(
                     settings=settings,
@@ -67,8 +73,12 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
                     worker = asyncio.create_task(
                         journeys.work_every(context, seconds=settings.work_interval)
                     )
+                if sender is not None:
+                    sender.start()
                 yield
             finally:
+                if sender is not None:
+                    await run_in_threadpool(sender.stop)
                 for task in (schedule, worker):
                     if task is not None:
                         task.cancel()
@@ -96,8 +106,20 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app.include_router(journeys.router)
     app.include_router(analytics_experiments.router)
     app.include_router(broadcasts.router)
+    app.include_router(tracking.router)
     app.include_router(delivery.router)
     return app
+
+
+def _sender(settings: Settings, workspace: Workspace, live: LiveJourneys) -> BackgroundSender:
+    """The server's own sender (ORBITA_DELIVER_INTERVAL), on the applied strategy's channels."""
+    return BackgroundSender(
+        workspace=workspace,
+        journeys=live,
+        open_clients=lambda strategy: open_channels(strategy.channels, env=dict(os.environ)),
+        interval=settings.deliver_interval,
+        worker_id=f"serve:{socket.gethostname()}:{settings.port}",
+    )
 
 
 def _open(settings: Settings) -> Workspace:

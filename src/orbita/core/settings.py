@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     refresh_interval: float = 60.0
     # `orbita serve` advances due journey steps this often (seconds; 0: leave it to workers).
     work_interval: float = 1.0
+    # `orbita serve` sends due outbox messages, looking again this often when the queue is
+    # empty (seconds; 0: leave sending to `orbita worker --deliver`).
+    deliver_interval: float = 0.0
+    # Where customers reach this server: tracking pixels, click redirects and unsubscribe
+    # links in messages start with it.
+    public_url: str = "http://127.0.0.1:8765"
 
     @property
     def state_url(self) -> str:

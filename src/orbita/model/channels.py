@@ -89,6 +89,10 @@ class SmtpChannel(_Channel):
     unsubscribe_mailto: str | None = None
     # The domain of generated Message-IDs (default: the domain of `from`).
     message_id_domain: str | None = None
+    # Tracking (with a public URL, ORBITA_PUBLIC_URL): an open pixel, links through the click
+    # redirect (a link with `data-orbita-track="off"` is left alone).
+    track_opens: bool = True
+    track_clicks: bool = True
 
     _password = field_validator("password_env")(_env_name)
 
@@ -101,6 +105,8 @@ class SmsChannel(_Channel):
     account_sid: str = Field(min_length=1)
     token_env: str
     sender: str = Field(alias="from", min_length=1)
+    # Links in the text through the click redirect (counted, and often shorter).
+    track_clicks: bool = False
 
     _token = field_validator("token_env")(_env_name)
 

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
+import functools
 import random
 import secrets
 import time
@@ -53,11 +52,11 @@ from sqlalchemy import (
 
 from orbita.core.clock import Clock
 from orbita.core.errors import InvalidInputError, NotFoundError, UserError
-from orbita.core.settings import Settings
 from orbita.model.channels import Channel, WebhookChannel
 from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, OutgoingMessage
 from orbita.model.durations import format_duration
 from orbita.model.strategy import Strategy
+from orbita.services.message_events import MessageEvent, OnStored, record_message_events
 from orbita.services.templates import (
     DEFAULT_CURRENCY,
     DEFAULT_LOCALE,
@@ -68,7 +67,15 @@ from orbita.services.templates import (
     compile_templates,
     render_message,
 )
-from orbita.services.workspace import Workspace, read_keys
+from orbita.services.tracking import (
+    LinkTracker,
+    store_links,
+    track_message,
+)
+from orbita.services.tracking import check_link_token as check_link_token
+from orbita.services.tracking import link_secret_for as link_secret_for
+from orbita.services.tracking import link_token as link_token
+from orbita.services.workspace import Workspace
 from orbita.store.state import (
     consents,
     customers,
@@ -138,6 +145,11 @@ class Delivery:
     policy: DeliveryPolicy = DeliveryPolicy()
     # Signs unsubscribe links; None: marketing mail goes without one (tests, previews).
     link_secret: bytes | None = None
+    # Where customers reach the server (`ORBITA_PUBLIC_URL`): with `link_secret`, links are
+    # tracked, opens too, and a channel without its own unsubscribe URL uses the server's.
+    public_url: str | None = None
+    # Message events (`Email Sent`…) newly stored are handed here: a server's journeys.
+    on_events: OnStored | None = None
     rng: random.Random = field(default_factory=random.Random)
     _limiters: dict[str, _Limiter] = field(default_factory=dict)
     _recovered: bool = False
@@ -148,6 +160,12 @@ class Delivery:
     def __post_init__(self) -> None:
         if not self.claim_id:
             self.claim_id = f"{self.worker_id}/{secrets.token_hex(6)}"
+
+    @functools.cached_property
+    def tracker(self) -> LinkTracker | None:
+        if self.link_secret is None or not self.public_url:
+            return None
+        return LinkTracker(secret=self.link_secret, public_url=self.public_url)
 
     def limiter(self, channel: str) -> _Limiter:
         if channel not in self._limiters:
@@ -172,6 +190,8 @@ def prepare_delivery(
     worker_id: str = "sender",
     policy: DeliveryPolicy | None = None,
     link_secret: bytes | None = None,
+    public_url: str | None = None,
+    on_events: OnStored | None = None,
     seed: int | None = None,
 ) -> Delivery:
     """Compile the templates (InvalidInputError naming each broken one) and check that every
@@ -188,23 +208,10 @@ def prepare_delivery(
         worker_id=worker_id,
         policy=policy or DeliveryPolicy(),
         link_secret=link_secret,
+        public_url=public_url,
+        on_events=on_events,
         rng=random.Random(seed),
     )
-
-
-# --- links ---------------------------------------------------------------------------------
-
-
-def link_token(secret: bytes, key: str, purpose: str = "unsubscribe") -> str:
-    """`<key>.<signature>`: names the message and cannot be forged or moved to another."""
-    mac = hmac.new(secret, f"{purpose}:{key}".encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{key}.{mac}"
-
-
-def check_link_token(secret: bytes, token: str, purpose: str = "unsubscribe") -> str | None:
-    """The message key a token was made for, or None when it was not made by us."""
-    key, _, _mac = token.partition(".")
-    return key if hmac.compare_digest(link_token(secret, key, purpose), token) else None
 
 
 # --- the batch -----------------------------------------------------------------------------
@@ -328,8 +335,11 @@ def _context(
 
 def _unsubscribe_url(delivery: Delivery, config: Channel, key: str) -> str:
     template = getattr(config, "unsubscribe_url", None)
-    if not template or delivery.link_secret is None:
+    if delivery.link_secret is None:
         return ""
+    if not template:
+        tracker = delivery.tracker  # the server's own one-click endpoint and preference page
+        return tracker.unsubscribe_url(key) if tracker is not None else ""
     return str(template).replace("{token}", link_token(delivery.link_secret, key))
 
 
@@ -814,6 +824,7 @@ async def _deliver_batch(
         caps = _Caps.load(connection, delivery, rows, now=now)
     decisions: list[_Decision] = []
     sends = []
+    links: dict[int, list[str]] = {}
     for row in rows:
         prepared = _prepare(
             delivery,
@@ -828,10 +839,15 @@ async def _deliver_batch(
             decisions.append(prepared)
         else:
             channel, message = prepared
+            message = _tracked(delivery, channel, message, int(row["outbox_id"]), links)
             sends.append(_send_one(delivery, channel, message, row, points, now=now))
+    if links:
+        with workspace.state.begin() as connection:
+            store_links(connection, links)
     decisions.extend(await asyncio.gather(*sends))
     with workspace.state.begin() as connection:
         _write(connection, decisions, now=now, worker=delivery.claim_id)
+    _record_sent(workspace, delivery, decisions, now=now)
     counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0, "unconfirmed": 0, "deferred": 0}
     for decision in decisions:
         counts[decision.outcome] += 1
@@ -845,6 +861,48 @@ async def _deliver_batch(
         unconfirmed=counts["unconfirmed"],
         batches=1,
     )
+
+
+def _tracked(
+    delivery: Delivery,
+    channel: str,
+    message: OutgoingMessage,
+    outbox_id: int,
+    links: dict[int, list[str]],
+) -> OutgoingMessage:
+    """The message with tracked links and open pixel, as its channel asks; its links kept
+    in `links` to be stored before it is sent."""
+    tracker = delivery.tracker
+    config = delivery.strategy.channels[channel]
+    opens = bool(getattr(config, "track_opens", False))
+    clicks = bool(getattr(config, "track_clicks", False))
+    if tracker is None or not (opens or clicks):
+        return message
+    tracked, urls = track_message(tracker, message, opens=opens, clicks=clicks)
+    if urls:
+        links[outbox_id] = urls
+    return tracked
+
+
+def _record_sent(
+    workspace: Workspace, delivery: Delivery, decisions: Sequence[_Decision], *, now: datetime
+) -> None:
+    """`Email Sent` and `Email Delivered` (the server took it; unconfirmed: sent only)…"""
+    events = []
+    for decision in decisions:
+        if decision.outcome not in ("sent", "unconfirmed"):
+            continue
+        key = decision.row["idempotency_key"]
+        events.append(MessageEvent(kind="sent", key=key, at=now))
+        if decision.outcome == "sent":
+            events.append(MessageEvent(kind="delivered", key=key, at=now))
+    if events:
+        record_message_events(
+            workspace=workspace,
+            events=events,
+            strategy=delivery.strategy,
+            on_stored=delivery.on_events,
+        )
 
 
 def _suppression_and_consent(
@@ -924,13 +982,6 @@ class BlockingSender:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def link_secret_for(*, settings: Settings) -> bytes:
-    """The key that signs a workspace's unsubscribe (and later tracking) links: derived from
-    its admin key, so it is stable across restarts and never stored apart from it."""
-    admin = read_keys(settings=settings).admin_key
-    return hashlib.sha256(b"orbita-links\x00" + admin.encode()).digest()
 
 
 # --- preview -------------------------------------------------------------------------------

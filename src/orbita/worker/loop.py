@@ -52,6 +52,8 @@ class WorkerLoop:
                 clients=open_channels(applied.strategy.channels, env=dict(os.environ)),
                 worker_id=self.name,
                 link_secret=link_secret_for(settings=self.settings),
+                public_url=self.settings.public_url,
+                on_events=self.live.on_stored,
             )
             self.sender, self._sender_version = BlockingSender(delivery=delivery), applied.version
         return self.sender
