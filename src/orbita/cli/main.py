@@ -16,6 +16,7 @@ from orbita.cli import (
     imports,
     journeys,
     run,
+    schema,
     segments,
     strategy,
     templates,
@@ -103,6 +104,7 @@ app.add_typer(segments.app, name="segments")
 app.command("stages")(segments.stages)
 app.command("plan")(strategy.plan)
 app.command("apply")(strategy.apply)
+app.command("schema")(schema.schema)
 app.command("run")(run.run)
 app.command("worker")(run.worker)
 app.add_typer(journeys.app, name="journeys")

@@ -35,15 +35,18 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     PlainSerializer,
     Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from orbita.core.zones import check_time_zone
 from orbita.model.durations import Duration, Percentage, parse_percentage
+from orbita.model.schema import JsonSchema, as_forms, with_forms
 from orbita.model.segments import Segment
 from orbita.model.triggers import EventPattern, check_cron
 
@@ -228,7 +231,12 @@ Throttle = Annotated[
     Field(gt=0),
     PlainSerializer(lambda value: value, return_type=float),
     WithJsonSchema(
-        {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d+/(s|min|h)$"}]}
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _RATE.pattern},
+            ]
+        }
     ),
 ]
 
@@ -238,6 +246,13 @@ class BroadcastGoal(EventPattern):
     message (or, for the holdout, after the moment it would have gone)."""
 
     within: Duration = DEFAULT_GOAL_WINDOW
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        short = {"type": "string", "minLength": 1, "description": "The event's name"}
+        return with_forms(core_schema, handler, lambda schema: as_forms(schema, short))
 
     @model_validator(mode="before")
     @classmethod

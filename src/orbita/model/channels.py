@@ -16,9 +16,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 from orbita.model.durations import Duration
+from orbita.model.schema import JsonSchema, with_forms
 from orbita.model.triggers import TimeOfDay
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -70,6 +79,16 @@ class _Channel(BaseModel):
     # Messages in flight at once (SMTP: open connections).
     concurrency: int = Field(default=4, ge=1, le=256)
     timeout: float = Field(default=30.0, gt=0)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        def describe(schema: JsonSchema) -> None:
+            # The channels' union picks the kind by `type`, so a file must write it.
+            schema["required"] = ["type", *schema.get("required", [])]
+
+        return with_forms(core_schema, handler, describe)
 
 
 class SmtpChannel(_Channel):

@@ -74,11 +74,27 @@ def _duration_input(value: Any) -> timedelta:
     return parse_duration(value)
 
 
+# What parse_duration and parse_percentage accept, for the strategy's JSON Schema.
+DURATION_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\s*\d+\s*[smhdw]\s*$",
+    "description": "A duration: a whole number and a unit (s, m, h, d, w)",
+    "examples": ["30m", "12h", "30d", "2w"],
+}
+PERCENTAGE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*(0*100(\.0+)?|0*\d{1,2}(\.\d+)?)\s*%\s*$"},
+        {"type": "number", "minimum": 0, "maximum": 1},
+    ],
+    "description": "A percentage such as 10% (or a fraction from 0 to 1)",
+    "examples": ["10%"],
+}
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(_duration_input),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+[smhdw]$", "examples": ["30d", "12h"]}),
+    WithJsonSchema(DURATION_SCHEMA),
 ]
 """A duration field: reads `30d`, writes `30d` (JSON Schema: a string with a unit)."""
 
@@ -86,6 +102,6 @@ Percentage = Annotated[
     float,
     BeforeValidator(parse_percentage),
     PlainSerializer(_format_percentage, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?%$", "examples": ["10%"]}),
+    WithJsonSchema(PERCENTAGE_SCHEMA),
 ]
 """A percentage field: reads `10%`, holds 0.1, writes `10%`."""

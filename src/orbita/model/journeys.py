@@ -50,13 +50,16 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     ValidationError,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from orbita.core.errors import FieldProblem, InvalidInputError
 from orbita.model.durations import Duration, Percentage
 from orbita.model.graphs import cycles_in
+from orbita.model.schema import JsonSchema, as_forms, closed_object, properties_of, with_forms
 from orbita.model.segments import Condition, MessageType
 from orbita.model.triggers import EventPattern, Names, TimeOfDay, Trigger, Where
 
@@ -70,6 +73,12 @@ class _Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str | None = Field(default=None, min_length=1)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        return with_forms(core_schema, handler, _step_forms)
 
 
 class WaitStep(_Step):
@@ -273,6 +282,41 @@ _STEP_KEYS: dict[str, str | None] = {
 STEP_HINT = "a step starts with one of " + ", ".join(_STEP_KEYS)
 
 
+def _step_forms(schema: JsonSchema) -> None:
+    """A step's short form as _tag_step reads it: `{send: x}` (the value fills one field),
+    `{send: {template: x}}` (a mapping of settings), settings also beside the key."""
+    key = schema["properties"]["type"]["const"]
+    field = _STEP_KEYS[key]
+    settings = properties_of(schema, without=("type",))
+    values: list[JsonSchema] = []
+    if field is not None:
+        values.append(_plain(settings[field]))
+    if key not in ("branch", "split"):
+        values.append(closed_object(settings))
+    if key == "exit":
+        values.append({"const": True})
+    rules = []
+    for name in schema.get("required", []):
+        # A required setting is beside the key, in its mapping, or the value it fills.
+        inside = {"properties": {key: {"type": "object", "required": [name]}}}
+        filled = {"properties": {key: {"not": {"type": "object"}}}}
+        rules.append(
+            {"anyOf": [{"required": [name]}, inside, *([filled] if name == field else [])]}
+        )
+    beside = {name: value for name, value in settings.items() if name != field}
+    short = closed_object({key: {"anyOf": values}, **beside}, required=[key])
+    if rules:
+        short["allOf"] = rules
+    as_forms(schema, short)
+
+
+def _plain(schema: JsonSchema) -> JsonSchema:
+    """A field's schema as a step's plain value: no default, and not null."""
+    options = [s for s in schema.get("anyOf", [schema]) if s != {"type": "null"}]
+    plain = options[0] if len(options) == 1 else {"anyOf": options}
+    return {key: value for key, value in plain.items() if key != "default"}
+
+
 def _tag_step(data: Any) -> Any:
     """Short form -> long form: `{send: x, id: a}` -> `{type: send, template: x, id: a}`."""
     if data == "exit":
@@ -299,7 +343,7 @@ def _tag_step(data: Any) -> Any:
     return {"type": key, field: value, **rest}
 
 
-Step = Annotated[
+_Steps: TypeAlias = (
     WaitStep
     | WaitForStep
     | SendStep
@@ -308,9 +352,12 @@ Step = Annotated[
     | UpdateStep
     | WebhookStep
     | GotoStep
-    | ExitStep,
+    | ExitStep
+)
+Step = Annotated[
+    _Steps,
     Discriminator("type"),
-    BeforeValidator(_tag_step),
+    BeforeValidator(_tag_step, json_schema_input_type=Literal["exit"] | _Steps),
 ]
 
 for _model in (WaitForStep, BranchArm, BranchStep, SplitArm, SplitStep):
@@ -333,6 +380,16 @@ class Entry(BaseModel):
     mode: EntryMode = "every_time"
     cooldown: Duration | None = None
     key: str | None = Field(default=None, min_length=1)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        def describe(schema: JsonSchema) -> None:
+            schema["properties"] |= {"once": {"const": True}, "every_time": {"const": True}}
+            as_forms(schema, {"enum": ["once", "every_time"]})
+
+        return with_forms(core_schema, handler, describe)
 
     @model_validator(mode="before")
     @classmethod

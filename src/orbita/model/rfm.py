@@ -13,14 +13,27 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic_core import CoreSchema
 
 from orbita.model.durations import Duration, parse_duration
+from orbita.model.schema import JsonSchema, with_forms
 
 SCORES = (1, 2, 3, 4, 5)
 Scores = tuple[int, int, int]
 ALL_SCORES: tuple[Scores, ...] = tuple(itertools.product(SCORES, SCORES, SCORES))
 _RANGE = re.compile(r"^\s*([1-5])\s*(?:-\s*([1-5]))?\s*$")
+# What _scores reads: a score, a range such as "4-5", "*", a list of those, or nothing.
+_SCORE: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": 5},
+        {"type": "string", "pattern": r"^(\*|\s*[1-5]\s*(-\s*[1-5])?\s*)$"},
+    ]
+}
+_SCORES_SCHEMA: dict[str, Any] = {
+    "anyOf": [_SCORE, {"type": "array", "items": _SCORE}, {"type": "null"}],
+    "description": "Scores 1 (worst) to 5 (best): 5, a range such as 4-5, or a list",
+}
 
 
 def _scores(value: object, letter: str) -> tuple[int, ...]:
@@ -52,6 +65,16 @@ class ScorePattern(BaseModel):
     r: Any = None
     f: Any = None
     m: Any = None
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        def describe(schema: JsonSchema) -> None:
+            for letter in ("r", "f", "m"):
+                schema["properties"][letter] |= _SCORES_SCHEMA
+
+        return with_forms(core_schema, handler, describe)
 
     @model_validator(mode="after")
     def _valid(self) -> ScorePattern:

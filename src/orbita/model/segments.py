@@ -53,16 +53,26 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     RootModel,
     ValidationError,
     field_serializer,
     model_serializer,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from orbita.core.errors import FieldProblem, InvalidInputError
-from orbita.model.durations import Duration, parse_duration
+from orbita.model.durations import DURATION_SCHEMA, Duration, parse_duration
 from orbita.model.graphs import cycles_in
+from orbita.model.schema import (
+    JsonSchema,
+    as_forms,
+    at_most_one,
+    closed_object,
+    exactly_one,
+    with_forms,
+)
 
 # --- value tests ---------------------------------------------------------------------------
 
@@ -166,6 +176,56 @@ def normalise_test_value(op: str, value: object) -> TestValue:
     raise ValueError(f"unknown operator {op!r}: use one of {_operator_list()}")
 
 
+_NUMBER_OR_DATE: JsonSchema = {
+    "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\d{4}-?\d{2}-?\d{2}"}]
+}
+_SCALAR: JsonSchema = {"type": ["string", "number", "boolean"]}
+# What normalise_test_value accepts for each operator (and alias), for the JSON Schema.
+OPERATOR_SCHEMAS: dict[str, JsonSchema] = {
+    "eq": {**_SCALAR, "description": "Equals"},
+    "ne": {**_SCALAR, "description": "Differs (or is missing)"},
+    "in": {
+        "type": "array",
+        "minItems": 1,
+        "anyOf": [{"items": {"type": "string"}}, {"items": {"type": "number"}}],
+        "description": "One of a list of texts or numbers",
+    },
+    "gt": {**_NUMBER_OR_DATE, "description": "Greater than a number or date"},
+    "gte": {**_NUMBER_OR_DATE, "description": "At least a number or date"},
+    "lt": {**_NUMBER_OR_DATE, "description": "Less than a number or date"},
+    "lte": {**_NUMBER_OR_DATE, "description": "At most a number or date"},
+    "between": {
+        "type": "array",
+        "minItems": 2,
+        "maxItems": 2,
+        "items": _NUMBER_OR_DATE,
+        "description": "From low to high, inclusive: two numbers or two dates",
+    },
+    "exists": {"type": "boolean", "description": "true: has a value; false: has none"},
+    "contains": {"type": "string", "minLength": 1, "description": "The text contains this"},
+    "before": {**DURATION_SCHEMA, "description": "A date more than the duration ago"},
+    "within": {**DURATION_SCHEMA, "description": "A date in the last duration"},
+    "within_next": {**DURATION_SCHEMA, "description": "A date within the duration ahead"},
+    "anniversary_within": {
+        **DURATION_SCHEMA,
+        "pattern": r"^\s*\d+\s*[dw]\s*$",
+        "description": "The date's day and month come within whole days (birthdays)",
+    },
+}
+OPERATOR_SCHEMAS |= {alias: OPERATOR_SCHEMAS[op] for alias, op in OPERATOR_ALIASES.items()}
+
+
+def _test_forms(schema: JsonSchema, *, subject: str) -> None:
+    """A test's long form (`op`, `value`) and its short form (`{trait: x, gte: 1}`)."""
+    properties = schema["properties"]
+    short = closed_object(
+        {"type": properties["type"], subject: properties[subject], **OPERATOR_SCHEMAS},
+        required=[subject],
+        **exactly_one(OPERATOR_SCHEMAS),
+    )
+    as_forms(schema, short)
+
+
 def _serialise_value(value: Any) -> Any:
     from orbita.model.durations import format_duration
 
@@ -234,6 +294,21 @@ def _where_list(where: object) -> object:
     return tests
 
 
+# `where: {category: shoes, price: {gte: 50}, size: [40, 41]}`, as _where_list reads it.
+WHERE_SCHEMA: JsonSchema = {
+    "type": "object",
+    "description": "Property filters: a value (equals), a list (one of), or {operator: value}",
+    "additionalProperties": {
+        "anyOf": [
+            {"type": ["string", "number", "boolean"]},
+            OPERATOR_SCHEMAS["in"],
+            closed_object(OPERATOR_SCHEMAS, **exactly_one(OPERATOR_SCHEMAS)),
+            closed_object({"op": {"enum": list(OPERATORS)}, "value": {}}, required=["op"]),
+        ]
+    },
+}
+
+
 # --- windows and aggregates ---------------------------------------------------------------
 
 
@@ -283,6 +358,15 @@ def _window_from(data: dict[str, Any]) -> dict[str, Any] | None:
 ComparatorOp = Literal["==", "!=", ">", ">=", "<", "<="]
 _COMPARATOR = re.compile(r"^\s*(==|!=|>=|<=|>|<|=)\s*([^\s<>=!].*?)\s*$")
 COMPARATOR_HINT = 'write an operator and a value in quotes, such as ">= 2" or "== 0"'
+# The texts Comparison._parse reads: a number after any operator, a text after == and !=.
+_COMPARATOR_TEXT: JsonSchema = {
+    "type": "string",
+    "anyOf": [
+        {"pattern": r"^\s*(==|!=|=)\s*[^\s<>=!]"},
+        {"pattern": r"^\s*(>=|<=|>|<)\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"},
+    ],
+    "examples": [">= 2", "== 0"],
+}
 
 
 class Comparison(BaseModel):
@@ -292,6 +376,12 @@ class Comparison(BaseModel):
 
     op: ComparatorOp
     value: float | str
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        return with_forms(core_schema, handler, lambda schema: as_forms(schema, _COMPARATOR_TEXT))
 
     @model_validator(mode="before")
     @classmethod
@@ -417,6 +507,41 @@ def _event_short_form(data: Any, *, allowed: tuple[str, ...], kind: str) -> Any:
     return result
 
 
+def _event_forms(schema: JsonSchema, *, comparison: JsonSchema | None) -> None:
+    """Event conditions' and computed traits' short keys: `where` as a mapping, one of
+    within / between / before for `window`, and (given `comparison`) the aggregate keys."""
+    properties = schema["properties"]
+    where = dict(properties["where"])
+    as_forms(where, WHERE_SCHEMA)
+    properties["where"] = where
+    properties["within"] = {**DURATION_SCHEMA, "description": "Events of the last duration"}
+    properties["before"] = {**DURATION_SCHEMA, "description": "Events older than the duration"}
+    properties["between"] = {
+        "type": "array",
+        "items": DURATION_SCHEMA,
+        "minItems": 2,
+        "maxItems": 2,
+        "description": "Events from one duration ago to the other, such as [90d, 30d]",
+    }
+    rules = [
+        at_most_one(("window", *WINDOW_KEYS)),
+        # The long `window` takes the long `where` (a list) too.
+        {"if": {"required": ["window"]}, "then": {"properties": {"where": {"type": "array"}}}},
+    ]
+    if comparison is not None:
+        properties["count"] = {**comparison, "description": 'How many, such as ">= 2"'}
+        for function in AGGREGATE_KEYS[1:]:
+            properties[function] = {
+                "type": "object",
+                "additionalProperties": comparison,
+                "minProperties": 1,
+                "maxProperties": 1,
+                "description": f'The {function} of a property, such as {{revenue: ">= 300"}}',
+            }
+        rules.append(at_most_one(("aggregate", *AGGREGATE_KEYS)))
+    schema["allOf"] = rules
+
+
 # --- conditions ----------------------------------------------------------------------------
 
 
@@ -434,6 +559,17 @@ class EventCondition(BaseModel):
     where: tuple[PropertyTest, ...] = ()
     window: Window = Window()
     aggregate: Aggregate = Aggregate()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        def describe(schema: JsonSchema) -> None:
+            aggregate = handler.resolve_ref_schema(schema["properties"]["aggregate"])
+            comparison = {"$ref": aggregate["properties"]["compare"]["$ref"]}
+            _event_forms(schema, comparison=comparison)
+
+        return with_forms(core_schema, handler, describe)
 
     @model_validator(mode="before")
     @classmethod
@@ -455,6 +591,12 @@ class TraitCondition(_Test):
     type: Literal["trait"] = "trait"
     trait: str = Field(min_length=1)
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        return with_forms(core_schema, handler, lambda s: _test_forms(s, subject="trait"))
+
     @model_validator(mode="before")
     @classmethod
     def _short_form(cls, data: Any) -> Any:
@@ -468,6 +610,12 @@ class ComputedTraitCondition(_Test):
 
     type: Literal["computed"] = "computed"
     computed: str = Field(min_length=1)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        return with_forms(core_schema, handler, lambda s: _test_forms(s, subject="computed"))
 
     @model_validator(mode="before")
     @classmethod
@@ -487,6 +635,12 @@ class PredictedCondition(_Test):
 
     type: Literal["predicted"] = "predicted"
     predicted: PredictedValue
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        return with_forms(core_schema, handler, lambda s: _test_forms(s, subject="predicted"))
 
     @model_validator(mode="before")
     @classmethod
@@ -639,7 +793,7 @@ def _tag_short_form(data: Any) -> Any:
     raise ValueError(f"not a condition (got {keys}): {CONDITION_HINT}")
 
 
-Condition = Annotated[
+_Conditions: TypeAlias = (
     EventCondition
     | TraitCondition
     | ComputedTraitCondition
@@ -649,9 +803,13 @@ Condition = Annotated[
     | SequenceCondition
     | AllOf
     | AnyOf
-    | Not,
+    | Not
+)
+# The schema of the input: a short form names no `type`, so it cannot be a tagged union's.
+Condition = Annotated[
+    _Conditions,
     Discriminator("type"),
-    BeforeValidator(_tag_short_form),
+    BeforeValidator(_tag_short_form, json_schema_input_type=_Conditions),
 ]
 
 for _model in (AllOf, AnyOf, Not):
@@ -710,6 +868,12 @@ class ComputedTrait(BaseModel):
     window: Window = Window()
     aggregate: ComputedFunction
     property: str | None = None
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        return with_forms(core_schema, handler, lambda s: _event_forms(s, comparison=None))
 
     @model_validator(mode="before")
     @classmethod

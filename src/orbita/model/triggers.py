@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -27,13 +27,17 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     PlainSerializer,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from orbita.core.zones import check_time_zone
 from orbita.model.durations import Duration
-from orbita.model.segments import MessageType, PropertyTest, _where_list
+from orbita.model.schema import JsonSchema, as_forms, closed_object, with_forms
+from orbita.model.segments import WHERE_SCHEMA, MessageType, PropertyTest, _where_list
 
 # --- event patterns ------------------------------------------------------------------------
 
@@ -47,8 +51,14 @@ def _where(value: object) -> object:
     return _where_list(value)
 
 
-Where = Annotated[tuple[PropertyTest, ...], BeforeValidator(_where)]
-Names = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_names)]
+_WhereInput = Annotated[dict[str, Any], WithJsonSchema(WHERE_SCHEMA)] | tuple[PropertyTest, ...]
+Where = Annotated[
+    tuple[PropertyTest, ...], BeforeValidator(_where, json_schema_input_type=_WhereInput)
+]
+_Name = Annotated[str, Field(min_length=1)]
+Names = Annotated[
+    tuple[_Name, ...], BeforeValidator(_names, json_schema_input_type=_Name | tuple[_Name, ...])
+]
 
 
 class EventPattern(BaseModel):
@@ -91,6 +101,22 @@ class SegmentTrigger(BaseModel):
     segment: str = Field(min_length=1)
     on: Literal["entered", "exited"] = "entered"
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        def describe(schema: JsonSchema) -> None:
+            shorts = [
+                closed_object(
+                    {"type": schema["properties"]["type"], key: schema["properties"]["segment"]},
+                    required=[key],
+                )
+                for key in ("segment_entered", "segment_exited")
+            ]
+            as_forms(schema, *shorts)
+
+        return with_forms(core_schema, handler, describe)
+
     @model_validator(mode="before")
     @classmethod
     def _short_form(cls, data: Any) -> Any:
@@ -108,6 +134,12 @@ class SegmentTrigger(BaseModel):
 _CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
 CRON_RANGES: tuple[tuple[int, int], ...] = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+_CRON_SCHEMA: JsonSchema = {
+    "type": "string",
+    "pattern": r"^\s*[0-9*/,-]+(\s+[0-9*/,-]+){4}\s*$",
+    "description": "cron: minute hour day-of-month month day-of-week",
+    "examples": ["0 9 * * 1"],
+}
 
 
 def check_cron(expression: str) -> str:
@@ -141,7 +173,9 @@ class ScheduleTrigger(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     type: Literal["schedule"] = "schedule"
-    cron: Annotated[str, BeforeValidator(check_cron)] = Field(alias="schedule")
+    cron: Annotated[str, BeforeValidator(check_cron), WithJsonSchema(_CRON_SCHEMA)] = Field(
+        alias="schedule"
+    )
     segment: str | None = None
     timezone: str = "workspace"
 
@@ -171,6 +205,13 @@ TimeOfDay = Annotated[
     time,
     BeforeValidator(_time_of_day),
     PlainSerializer(lambda value: value.strftime("%H:%M"), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*([01]?\d|2[0-3]):[0-5]\d(:00)?\s*$",
+            "description": 'A time of day in quotes, such as "09:30"',
+        }
+    ),
 ]
 
 
@@ -193,6 +234,16 @@ class ApiTrigger(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["api"] = "api"
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        def describe(schema: JsonSchema) -> None:
+            schema["properties"]["api"] = {"const": True}
+            schema["minProperties"] = 1
+
+        return with_forms(core_schema, handler, describe)
 
     @model_validator(mode="before")
     @classmethod
@@ -228,8 +279,9 @@ def _tag_trigger(data: Any) -> Any:
     )
 
 
+_Triggers: TypeAlias = EventTrigger | SegmentTrigger | ScheduleTrigger | DateTrigger | ApiTrigger
 Trigger = Annotated[
-    EventTrigger | SegmentTrigger | ScheduleTrigger | DateTrigger | ApiTrigger,
+    _Triggers,
     Discriminator("type"),
-    BeforeValidator(_tag_trigger),
+    BeforeValidator(_tag_trigger, json_schema_input_type=Literal["api"] | _Triggers),
 ]
