@@ -362,3 +362,19 @@ def test_ab_test_without_a_significant_difference_sends_the_default(
     decision = _ab_run(workspace, tmp_path, {"A": 10, "B": 10})
     assert decision["winner"] == "A" and decision["called"] is False
     assert "default" in decision["reason"]
+
+
+def test_the_worker_pass_sends_a_broadcast_when_its_time_comes(workspace: Workspace) -> None:
+    from orbita.services.journeys import publish_journeys
+    from orbita.services.work import work_once
+
+    people(workspace, 10)
+    strategy = make_strategy(SALE + '    schedule: "2026-03-02 12:00"\n')  # Kyiv: 10:00 UTC
+    journeys = publish_journeys(workspace=workspace, journeys=strategy.journeys).journeys
+    for hour in (9, 10, 11):
+        now = datetime(2026, 3, 2, hour, 0, tzinfo=UTC)
+        work_once(workspace=workspace, strategy=strategy, journeys=journeys, now=now)
+        assert bool(rows_of(workspace)) == (hour >= 10)
+    assert [o.occurrence for o in [find_occurrence(workspace=workspace, name="sale")]] == [
+        "2026-03-02T12:00"
+    ]

@@ -713,7 +713,7 @@ def broadcasts_due(
     mark = read_value(workspace=workspace, key=DUE_KEY)
     after = datetime.fromisoformat(mark["until"]) if mark else now - FIRST_LOOK_BACK
     sent: list[str] = []
-    if now > after:
+    if now > after and strategy.broadcasts:
         for name, broadcast in sorted(strategy.broadcasts.items()):
             for wall in _due_walls(broadcast, strategy, after=after, until=now):
                 report = send_broadcast(

@@ -22,6 +22,7 @@ from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
 from orbita.model.triggers import ApiTrigger
 from orbita.services.apply import Applied, applied_strategy, applied_version
+from orbita.services.broadcasts import broadcasts_due
 from orbita.services.journeys import (
     CustomerEvent,
     PublishedJourneys,
@@ -66,6 +67,7 @@ def work_once(
         if entries:
             entered = handle_events(workspace=workspace, journeys=journeys, events=entries).entered
         _mark_scheduled(workspace, now)
+    broadcasts_due(workspace=workspace, now=now, strategy=strategy)  # due sends, A/B decisions
     report = advance_due(
         workspace=workspace,
         journeys=journeys,
