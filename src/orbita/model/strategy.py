@@ -29,6 +29,7 @@ from orbita.model.channels import Channel
 from orbita.model.funnels import Funnel
 from orbita.model.goals import Goal
 from orbita.model.journeys import BranchStep, Journey, SendStep, iter_steps
+from orbita.model.ltv import LtvConfig
 from orbita.model.rfm import RfmConfig
 from orbita.model.segments import (
     ComputedTrait,
@@ -82,6 +83,7 @@ class Strategy(BaseModel):
     computed_traits: dict[str, ComputedTrait] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
+    ltv: LtvConfig = Field(default_factory=LtvConfig)
     journeys: dict[str, Journey] = Field(default_factory=dict)
     goals: list[Goal] = Field(default_factory=list)
     channels: dict[str, Channel] = Field(default_factory=dict)

@@ -1,0 +1,381 @@
+"""LTV: fit the purchase and spend models on a workspace's orders, report parameters and the
+value distribution, and write each customer's LTV traits (tier, churn probability…).
+
+The traits are plain profile traits (model/ltv.py names them), so segments, journey
+branches and templates use them as they use any trait: `{trait: ltv_tier, eq: high}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import ibis
+import numpy as np
+from sqlalchemy import bindparam, select, update
+
+from orbita.analytics.ltv import (
+    BGNBDFit,
+    Estimate,
+    FitError,
+    GammaGammaFit,
+    customer_values,
+    fit_bgnbd,
+    fit_gamma_gamma,
+)
+from orbita.analytics.ltv.data import (
+    Calibration,
+    Histories,
+    PurchaseEvent,
+    calibration,
+    histories,
+    purchase_days,
+)
+from orbita.core.errors import UserError
+from orbita.model.ltv import LtvConfig
+from orbita.model.strategy import Strategy
+from orbita.services.workspace import Workspace
+from orbita.store.state import customers, stage_history
+
+DAYS_PER_MONTH = 30.0  # the models' time unit is a day; lifetimes' convention for months
+NO_STAGE = ""
+_WRITE_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Customers of a tier or stage: count and value."""
+
+    name: str
+    customers: int
+    historical_ltv: float  # sum
+    predicted_clv: float  # sum over the horizon
+    mean_predicted_clv: float
+    mean_p_alive: float
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLtv:
+    customer_id: int
+    tier: str
+    predicted_clv: float
+    expected_purchases: float
+    p_alive: float
+    historical_ltv: float
+
+
+@dataclass(frozen=True, slots=True)
+class LtvReport:
+    as_of: datetime
+    purchase_event: str
+    value_property: str
+    horizon_months: int
+    monthly_discount: float
+    customers: int  # with a purchase before as_of
+    repeat_buyers: int
+    purchases: BGNBDFit
+    spend: GammaGammaFit | None  # None: too few repeat buyers with a value
+    historical_ltv: float  # every order's value, summed
+    predicted_clv: float  # over the horizon, summed
+    tiers: tuple[Group, ...]
+    segments: tuple[Group, ...]  # as last refreshed
+    stages: tuple[Group, ...]
+    margin: None  # the catalogue carries no costs yet: values are revenue, not margin
+    calibration: Calibration | None
+    written: int  # customers whose traits were written (0 unless asked)
+
+
+def ltv_report(
+    *,
+    workspace: Workspace,
+    strategy: Strategy,
+    as_of: datetime | None = None,
+    calibration_cutoff: datetime | None = None,
+    write_traits: bool = False,
+) -> LtvReport:
+    """Fit BG/NBD and Gamma-Gamma on the orders before `as_of` (default now), value every
+    customer over the strategy's horizon, group by tier and lifecycle stage; with
+    `calibration_cutoff` also fit before that date and compare with what came after;
+    with `write_traits` write each customer's LTV traits into their profile."""
+    config = strategy.ltv
+    moment = as_of or workspace.clock.now()
+    if moment.tzinfo is None:
+        raise UserError("as_of: needs a time zone")
+    purchase = PurchaseEvent(event=config.purchase_event, value_property=config.value_property)
+    summary = histories(
+        purchase_days(workspace.events, purchase=purchase, end=moment), cutoff=moment
+    )
+    if summary.customers == 0:
+        raise UserError(f"ltv: no {config.purchase_event!r} events before {moment.isoformat()}")
+    try:
+        fitted = fit_bgnbd(summary.x, summary.t_x, summary.T)
+    except FitError as error:
+        raise UserError(f"ltv: {error}") from None
+    values = _values(summary, fitted, config)
+    per_customer = values.customers
+    stage_of = _stages(workspace)
+    segment_members = _segment_members(workspace, list(strategy.segments))
+    written = _write_traits(workspace, per_customer, config) if write_traits else 0
+    checked = (
+        calibration(workspace.events, cutoff=calibration_cutoff, end=moment, purchase=purchase)
+        if calibration_cutoff is not None
+        else None
+    )
+    stage_names = [stage.name for stage in strategy.stages]
+    return LtvReport(
+        as_of=moment,
+        purchase_event=config.purchase_event,
+        value_property=config.value_property,
+        horizon_months=config.horizon_months,
+        monthly_discount=config.monthly_discount,
+        customers=summary.customers,
+        repeat_buyers=int((summary.x > 0).sum()),
+        purchases=fitted,
+        spend=values.spend,
+        historical_ltv=float(summary.revenue.sum()),
+        predicted_clv=float(sum(c.predicted_clv for c in per_customer)),
+        tiers=tuple(
+            _group(name, [c for c in per_customer if c.tier == name]) for name in config.tiers
+        ),
+        segments=tuple(
+            _group(name, [c for c in per_customer if c.customer_id in members])
+            for name, members in segment_members.items()
+        ),
+        stages=tuple(
+            _group(
+                name or "(no stage)",
+                [c for c in per_customer if stage_of.get(c.customer_id, NO_STAGE) == name],
+            )
+            for name in [*stage_names, NO_STAGE]
+        ),
+        margin=None,
+        calibration=checked,
+        written=written,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Values:
+    spend: GammaGammaFit | None
+    customers: list[CustomerLtv]
+
+
+def _values(summary: Histories, fitted: BGNBDFit, config: LtvConfig) -> _Values:
+    repeat_with_value = (summary.x > 0) & (summary.monetary > 0)
+    spend: GammaGammaFit | None = None
+    if int(repeat_with_value.sum()) >= 10:
+        try:
+            spend = fit_gamma_gamma(
+                summary.x[repeat_with_value], summary.monetary[repeat_with_value]
+            )
+        except FitError:
+            spend = None
+    if spend is not None and spend.model.q > 1:
+        valued = customer_values(
+            fitted.model,
+            spend.model,
+            x=summary.x,
+            t_x=summary.t_x,
+            T=summary.T,
+            monetary=summary.monetary,
+            months=config.horizon_months,
+            monthly_discount=config.monthly_discount,
+            time_units_per_month=DAYS_PER_MONTH,
+        )
+        clv, purchases, alive = valued.clv, valued.expected_purchases, valued.p_alive
+    else:
+        # without a spend model, value each expected purchase at the customer's own mean
+        # order value (their first order's when they have no repeat)
+        alive = fitted.model.p_alive(summary.x, summary.t_x, summary.T)
+        purchases = fitted.model.conditional_expected_purchases(
+            config.horizon_months * DAYS_PER_MONTH, summary.x, summary.t_x, summary.T
+        )
+        clv = purchases * summary.revenue / np.maximum(summary.orders, 1)
+    order = np.argsort(np.argsort(clv, kind="stable"), kind="stable")
+    quantile = order / max(clv.size, 1)
+    names = list(config.tiers)
+    starts = np.array([config.tiers[name] for name in names])
+    # tiers are sorted from the highest start down: the first whose start the quantile reaches
+    tier_index = np.argmax(quantile[:, None] >= starts[None, :], axis=1)
+    rows = [
+        CustomerLtv(
+            customer_id=int(cid),
+            tier=names[int(t)],
+            predicted_clv=float(c),
+            expected_purchases=float(e),
+            p_alive=float(a),
+            historical_ltv=float(h),
+        )
+        for cid, t, c, e, a, h in zip(
+            summary.customer_id, tier_index, clv, purchases, alive, summary.revenue, strict=True
+        )
+    ]
+    return _Values(spend=spend, customers=rows)
+
+
+def _group(name: str, rows: Sequence[CustomerLtv]) -> Group:
+    n = len(rows)
+    clv = sum(r.predicted_clv for r in rows)
+    return Group(
+        name=name,
+        customers=n,
+        historical_ltv=float(sum(r.historical_ltv for r in rows)),
+        predicted_clv=float(clv),
+        mean_predicted_clv=float(clv / n) if n else 0.0,
+        mean_p_alive=float(sum(r.p_alive for r in rows) / n) if n else 0.0,
+    )
+
+
+def _segment_members(workspace: Workspace, names: Sequence[str]) -> dict[str, set[int]]:
+    """Current members of each segment, as the last refresh recorded them."""
+    found: dict[str, set[int]] = {name: set() for name in names}
+    if not names:
+        return found
+    members = ibis.table({"segment": "string", "customer_id": "int64"}, name="segment_members")
+    rows = workspace.events.ibis().to_pyarrow(members.filter(members.segment.isin(list(names))))
+    for segment, customer_id in zip(
+        rows.column("segment").to_pylist(), rows.column("customer_id").to_pylist(), strict=True
+    ):
+        found[segment].add(int(customer_id))
+    return found
+
+
+def _stages(workspace: Workspace) -> dict[int, str]:
+    """Each customer's current lifecycle stage (customers in none are left out)."""
+    table = stage_history.c
+    query = select(table.customer_id, table.stage).where(table.exited_at.is_(None))
+    with workspace.state.connect() as connection:
+        return {int(cid): str(stage) for cid, stage in connection.execute(query)}
+
+
+def _write_traits(workspace: Workspace, rows: Sequence[CustomerLtv], config: LtvConfig) -> int:
+    """Merge the LTV traits into the profiles, a chunk of customers per transaction."""
+    names = config.trait_names()
+    written = 0
+    for chunk in _chunks(rows, _WRITE_CHUNK):
+        by_id = {row.customer_id: row for row in chunk}
+        with workspace.state.begin() as connection:
+            current = connection.execute(
+                select(customers.c.customer_id, customers.c.traits).where(
+                    customers.c.customer_id.in_(list(by_id))
+                )
+            ).all()
+            updates = [
+                {"cid": cid, "new_traits": {**dict(traits or {}), **_traits(by_id[cid], names)}}
+                for cid, traits in current
+            ]
+            if updates:
+                connection.execute(
+                    update(customers)
+                    .where(customers.c.customer_id == bindparam("cid"))
+                    .values(traits=bindparam("new_traits")),
+                    updates,
+                )
+        written += len(updates)
+    return written
+
+
+def _traits(row: CustomerLtv, names: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        names["clv"]: round(row.predicted_clv, 2),
+        names["purchases"]: round(row.expected_purchases, 4),
+        names["p_alive"]: round(row.p_alive, 4),
+        names["churn"]: round(1 - row.p_alive, 4),
+        names["historical"]: round(row.historical_ltv, 2),
+        names["tier"]: row.tier,
+    }
+
+
+def _chunks(rows: Sequence[CustomerLtv], size: int) -> Iterator[Sequence[CustomerLtv]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def as_json(report: LtvReport) -> dict[str, Any]:
+    """Tidy data ready to plot: parameters with standard errors, likelihoods, the value by
+    tier and stage, the calibration buckets."""
+
+    def params(values: Mapping[str, Estimate]) -> list[dict[str, Any]]:
+        return [
+            {
+                "param": name,
+                "value": e.value,
+                "standard_error": e.standard_error if np.isfinite(e.standard_error) else None,
+            }
+            for name, e in values.items()
+        ]
+
+    def group(g: Group) -> dict[str, Any]:
+        return {
+            "name": g.name,
+            "customers": g.customers,
+            "historical_ltv": round(g.historical_ltv, 2),
+            "predicted_clv": round(g.predicted_clv, 2),
+            "mean_predicted_clv": round(g.mean_predicted_clv, 2),
+            "mean_p_alive": round(g.mean_p_alive, 4),
+        }
+
+    spend = report.spend
+    checked = report.calibration
+    return {
+        "as_of": report.as_of.isoformat(),
+        "purchase_event": report.purchase_event,
+        "value_property": report.value_property,
+        "horizon_months": report.horizon_months,
+        "monthly_discount": report.monthly_discount,
+        "time_unit": "day",
+        "customers": report.customers,
+        "repeat_buyers": report.repeat_buyers,
+        "historical_ltv": round(report.historical_ltv, 2),
+        "predicted_clv": round(report.predicted_clv, 2),
+        "margin": report.margin,
+        "models": [
+            {
+                "model": "BG/NBD",
+                "params": params(report.purchases.params),
+                "log_likelihood": report.purchases.log_likelihood,
+                "customers": report.purchases.customers,
+                "iterations": report.purchases.iterations,
+                "converged": report.purchases.converged,
+            },
+            *(
+                [
+                    {
+                        "model": "Gamma-Gamma",
+                        "params": params(spend.params),
+                        "log_likelihood": spend.log_likelihood,
+                        "customers": spend.customers,
+                        "iterations": spend.iterations,
+                        "converged": spend.converged,
+                    }
+                ]
+                if spend is not None
+                else []
+            ),
+        ],
+        "tiers": [group(g) for g in report.tiers],
+        "segments": [group(g) for g in report.segments],
+        "stages": [group(g) for g in report.stages],
+        "calibration": None
+        if checked is None
+        else {
+            "cutoff": checked.cutoff.isoformat(),
+            "end": checked.end.isoformat(),
+            "holdout_days": checked.holdout_days,
+            "customers": checked.customers,
+            "actual_total": checked.actual_total,
+            "predicted_total": round(checked.predicted_total, 2),
+            "buckets": [
+                {
+                    "repeat_purchases": b.repeat_purchases,
+                    "customers": b.customers,
+                    "actual": round(b.actual, 4),
+                    "predicted": round(b.predicted, 4),
+                }
+                for b in checked.buckets
+            ],
+        },
+        "written": report.written,
+    }

@@ -1,0 +1,157 @@
+"""LTV on a generated clothing store: the fit recovers the generator's BTYD parameters, the
+holdout check is close, and the LTV traits written into profiles select in segments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from orbita.analytics.ltv import fit_bgnbd, fit_gamma_gamma
+from orbita.analytics.ltv.data import PurchaseEvent, calibration, histories, purchase_days
+from orbita.core.errors import UserError
+from orbita.core.settings import Settings
+from orbita.model.strategy import parse_strategy
+from orbita.services.generate import generate_store
+from orbita.services.importer import import_customers, import_events
+from orbita.services.ltv import as_json, ltv_report
+from orbita.services.segments import preview_segment
+from orbita.services.workspace import Workspace, init_workspace, open_workspace
+from orbita.store.state import customers
+
+DAYS = 365
+
+STRATEGY = """
+workspace: shop
+segments:
+  high_value: {trait: ltv_tier, eq: high}
+  likely_lost: {trait: churn_probability, gte: 0.5}
+ltv:
+  horizon_months: 6
+  tiers: {high: 0.8, medium: 0.4, low: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, dict[str, Any]]]:
+    """2,000 customers over a year; only the orders are imported (the rest is not read)."""
+    root = tmp_path_factory.mktemp("ltv")
+    report = generate_store(
+        store="clothing-store", customers=2000, days=DAYS, seed=3, out=root / "data"
+    )
+    events = pq.read_table(report.events_path)
+    orders = events.filter(pc.equal(events.column("event"), "Order Completed"))
+    pq.write_table(orders, root / "orders.parquet")
+    settings = Settings(workspace=root / "workspace")
+    init_workspace(settings=settings)
+    with open_workspace(settings=settings) as workspace:
+        import_customers(workspace=workspace, path=report.customers_path)
+        import_events(workspace=workspace, path=root / "orders.parquet")
+        yield workspace, json.loads(report.truth_path.read_text())
+
+
+def last_order(workspace: Workspace) -> datetime:
+    days = purchase_days(
+        workspace.events, purchase=PurchaseEvent(), end=datetime(2100, 1, 1, tzinfo=UTC)
+    )
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(days.day.max()) + 1)
+
+
+def test_fit_recovers_the_generators_parameters(store: tuple[Workspace, dict[str, Any]]) -> None:
+    workspace, truth = store
+    end = last_order(workspace)
+    summary = histories(
+        purchase_days(workspace.events, purchase=PurchaseEvent(), end=end), cutoff=end
+    )
+    assert summary.customers > 900 and (summary.x > 0).sum() > 300
+    fit = fit_bgnbd(summary.x, summary.t_x, summary.T)
+    btyd = truth["btyd"]
+    for name in ("r", "alpha", "a", "b"):
+        estimate = fit.params[name]
+        assert abs(estimate.value - btyd[name]) < 3 * estimate.standard_error, name
+    # the purchase rate is well identified: within 15 %
+    assert fit.params["r"].value / fit.params["alpha"].value == pytest.approx(
+        btyd["r"] / btyd["alpha"], rel=0.15
+    )
+    # order values: revenue is the Gamma-Gamma subtotal less coupons, so compare the mean
+    spend = fit_gamma_gamma(summary.x, summary.monetary).model
+    assert spend.mean_value == pytest.approx(truth["gamma_gamma"]["mean_order_value"], rel=0.15)
+
+
+def test_calibration_is_close_in_the_holdout(store: tuple[Workspace, dict[str, Any]]) -> None:
+    workspace, _ = store
+    end = last_order(workspace)
+    cutoff = end - timedelta(days=DAYS // 3)
+    checked = calibration(workspace.events, cutoff=cutoff)
+    assert checked.holdout_days >= DAYS // 3
+    assert [b.repeat_purchases for b in checked.buckets] == [*"0123456", "7+"]
+    assert sum(b.customers for b in checked.buckets) == checked.customers
+    assert checked.predicted_total == pytest.approx(checked.actual_total, rel=0.15)
+    # the well-populated buckets are each close, and more past purchases predict more
+    big = [b for b in checked.buckets if b.customers >= 100]
+    assert len(big) >= 2
+    for bucket in big:
+        assert bucket.predicted == pytest.approx(bucket.actual, rel=0.25), bucket
+    assert big[-1].predicted > big[0].predicted
+
+
+def test_calibration_refuses_a_cutoff_after_the_data(
+    store: tuple[Workspace, dict[str, Any]],
+) -> None:
+    workspace, _ = store
+    with pytest.raises(UserError, match="cutoff"):
+        calibration(workspace.events, cutoff=last_order(workspace) + timedelta(days=30))
+    with pytest.raises(UserError, match="cutoff"):
+        calibration(workspace.events, cutoff=datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def test_ltv_traits_select_in_segments(store: tuple[Workspace, dict[str, Any]]) -> None:
+    workspace, _ = store
+    strategy = parse_strategy(STRATEGY, source="strategy.yaml")
+    as_of = last_order(workspace)
+    report = ltv_report(workspace=workspace, strategy=strategy, as_of=as_of, write_traits=True)
+    assert report.written == report.customers
+    tiers = {g.name: g for g in report.tiers}
+    assert list(tiers) == ["high", "medium", "low"]
+    assert sum(g.customers for g in report.tiers) == report.customers
+    assert tiers["high"].customers == pytest.approx(0.2 * report.customers, abs=2)
+    assert tiers["high"].mean_predicted_clv > tiers["medium"].mean_predicted_clv
+    assert tiers["medium"].mean_predicted_clv > tiers["low"].mean_predicted_clv
+
+    with workspace.state.connect() as connection:
+        profiles = {
+            cid: traits or {}
+            for cid, traits in connection.execute(
+                select(customers.c.customer_id, customers.c.traits)
+            )
+        }
+    high = {cid for cid, traits in profiles.items() if traits.get("ltv_tier") == "high"}
+    assert len(high) == tiers["high"].customers
+    some = next(traits for traits in profiles.values() if "ltv_tier" in traits)
+    assert {"predicted_clv_6m", "expected_purchases_6m", "p_alive", "churn_probability",
+            "historical_ltv", "email"} <= set(some)  # fmt: skip
+    assert some["churn_probability"] == pytest.approx(1 - some["p_alive"], abs=2e-4)
+
+    preview = preview_segment(
+        workspace=workspace, strategy=strategy, name="high_value", as_of=as_of, sample=5000
+    )
+    assert {m.customer_id for m in preview.sample} == high
+    lost = preview_segment(
+        workspace=workspace, strategy=strategy, name="likely_lost", as_of=as_of, sample=5000
+    )
+    expected = {c for c, t in profiles.items() if t.get("churn_probability", -1) >= 0.5}
+    assert {m.customer_id for m in lost.sample} == expected and expected
+
+    plotted = as_json(report)
+    assert [p["param"] for p in plotted["models"][0]["params"]] == ["r", "alpha", "a", "b"]
+    assert all(p["standard_error"] > 0 for p in plotted["models"][0]["params"])
+    assert plotted["models"][0]["log_likelihood"] == pytest.approx(report.purchases.log_likelihood)
+    assert plotted["margin"] is None
+    np.testing.assert_allclose(sum(t["customers"] for t in plotted["tiers"]), report.customers)
