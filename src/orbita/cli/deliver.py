@@ -17,18 +17,19 @@ from orbita.cli.common import (
     JsonOption,
     WorkspaceOption,
     console,
+    fail,
     print_json,
     settings_for,
     user_errors,
 )
 from orbita.services.apply import strategy_in_use
+from orbita.services.dead_letters import retry_dead_letters
 from orbita.services.delivery import (
     BlockingSender,
     link_secret_for,
     outbox_status,
     prepare_delivery,
 )
-from orbita.services.work import LiveJourneys
 from orbita.services.workspace import open_workspace
 
 app = typer.Typer(
@@ -69,8 +70,6 @@ def deliver(
                 clients=open_channels(loaded.channels, env=dict(os.environ)),
                 worker_id=worker_id,
                 link_secret=link_secret_for(settings=settings),
-                public_url=settings.public_url,
-                on_events=LiveJourneys(workspace=opened).on_stored,
             )
             with BlockingSender(delivery=delivery) as sender:
                 report = sender.deliver_due(workspace=opened, now=datetime.now(UTC))
@@ -113,3 +112,34 @@ def status(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption =
                 )
             )
         out.print(table)
+
+
+@app.command()
+def retry(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Outbox ids of dead letters (see `status`).")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    channel: Annotated[str | None, typer.Option(help="With --all: of this channel.")] = None,
+    journey: Annotated[str | None, typer.Option(help="With --all: of this journey.")] = None,
+    workspace: WorkspaceOption = DEFAULT_WORKSPACE,
+    as_json: JsonOption = False,
+) -> None:
+    """Put dead letters back in the queue, due now (once what killed them is fixed)."""
+    if bool(ids) == every:
+        fail("name the dead letters to retry (their outbox ids), or --all")
+    with (
+        user_errors(workspace=workspace),
+        open_workspace(settings=settings_for(workspace)) as opened,
+    ):
+        requeued = retry_dead_letters(
+            workspace=opened,
+            ids=None if every else ids,
+            now=datetime.now(UTC),
+            channel=channel,
+            journey=journey,
+        )
+    if as_json:
+        print_json({"requeued": requeued})
+        return
+    console().print(f"requeued {requeued:,}", markup=False, highlight=False)

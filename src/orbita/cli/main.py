@@ -8,7 +8,7 @@ import typer
 
 from orbita.cli import (
     analytics,
-    broadcasts,
+    bounces,
     customers,
     deliver,
     demo,
@@ -16,7 +16,6 @@ from orbita.cli import (
     imports,
     journeys,
     run,
-    schema,
     segments,
     strategy,
     templates,
@@ -104,13 +103,12 @@ app.add_typer(segments.app, name="segments")
 app.command("stages")(segments.stages)
 app.command("plan")(strategy.plan)
 app.command("apply")(strategy.apply)
-app.command("schema")(schema.schema)
 app.command("run")(run.run)
 app.command("worker")(run.worker)
 app.add_typer(journeys.app, name="journeys")
 app.add_typer(templates.app, name="templates")
-app.add_typer(broadcasts.app, name="broadcasts")
 app.add_typer(deliver.app, name="deliver")
+app.add_typer(bounces.app, name="bounces")
 app.add_typer(analytics.app, name="analytics")
 
 

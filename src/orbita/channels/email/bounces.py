@@ -21,6 +21,7 @@ import email.policy
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
@@ -443,6 +444,9 @@ class _MailboxHandler:
         self.domains = {domain.lower() for domain in domains}
         self.received = 0
         self.ignored = 0
+        # The mailbox's own thread, ended by `stop`: a store a callback used (DuckDB keeps
+        # per-thread state) must not outlive it in an idle pool thread.
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bounces")
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -463,7 +467,7 @@ class _MailboxHandler:
             return "250 OK: not a bounce report, ignored"
         try:
             # The processing writes to the stores: off the SMTP server's event loop.
-            await asyncio.get_running_loop().run_in_executor(None, self.on_bounces, bounces)
+            await asyncio.get_running_loop().run_in_executor(self.worker, self.on_bounces, bounces)
         except Exception as error:  # the reporting MTA retries a 451
             return f"451 4.3.0 could not process the report now: {type(error).__name__}"
         self.received += 1
@@ -504,6 +508,7 @@ class BounceMailbox:
 
     def stop(self) -> None:
         self._controller.stop()
+        self._handler.worker.shutdown(wait=True)
 
     def __enter__(self) -> BounceMailbox:
         return self.start()
