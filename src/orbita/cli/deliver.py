@@ -30,6 +30,7 @@ from orbita.services.delivery import (
     outbox_status,
     prepare_delivery,
 )
+from orbita.services.work import LiveJourneys
 from orbita.services.workspace import open_workspace
 
 app = typer.Typer(
@@ -70,6 +71,8 @@ def deliver(
                 clients=open_channels(loaded.channels, env=dict(os.environ)),
                 worker_id=worker_id,
                 link_secret=link_secret_for(settings=settings),
+                public_url=settings.public_url,
+                on_events=LiveJourneys(workspace=opened).on_stored,
             )
             with BlockingSender(delivery=delivery) as sender:
                 report = sender.deliver_due(workspace=opened, now=datetime.now(UTC))

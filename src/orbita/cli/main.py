@@ -9,6 +9,7 @@ import typer
 from orbita.cli import (
     analytics,
     bounces,
+    broadcasts,
     customers,
     deliver,
     demo,
@@ -16,6 +17,7 @@ from orbita.cli import (
     imports,
     journeys,
     run,
+    schema,
     segments,
     strategy,
     templates,
@@ -103,10 +105,12 @@ app.add_typer(segments.app, name="segments")
 app.command("stages")(segments.stages)
 app.command("plan")(strategy.plan)
 app.command("apply")(strategy.apply)
+app.command("schema")(schema.schema)
 app.command("run")(run.run)
 app.command("worker")(run.worker)
 app.add_typer(journeys.app, name="journeys")
 app.add_typer(templates.app, name="templates")
+app.add_typer(broadcasts.app, name="broadcasts")
 app.add_typer(deliver.app, name="deliver")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(analytics.app, name="analytics")
