@@ -21,6 +21,7 @@ claims `queued` ones); resuming sets them back; cancelling makes every unsent ro
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import Counter
@@ -375,19 +376,17 @@ def _assign(
     bounds = np.cumsum(weights / weights.sum())
     bounds[-1] = 1.0  # rounding: the last arm takes what is left
     # Sticky per customer and broadcast, as journey holdouts and splits are.
-    if broadcast.holdout > 0:
-        held = np.fromiter(
-            (bucket("broadcast-holdout", name, int(c)) for c in ids), dtype=float, count=count
-        )
-        holdout = held < broadcast.holdout
-    else:
-        holdout = np.zeros(count, dtype=bool)
-    if len(arms) > 1:
-        point = np.fromiter(
-            (bucket("broadcast-variant", name, int(c)) for c in ids), dtype=float, count=count
+    # One sticky number per customer and broadcast (as journey holdouts and splits):
+    # below the holdout share, the holdout; the rest of the range, rescaled, picks the arm
+    # (and the A/B test's sample), so it stays uniform for those who get the message.
+    if broadcast.holdout > 0 or len(arms) > 1:
+        drawn = np.fromiter(
+            (bucket("broadcast", name, c) for c in ids.tolist()), dtype=float, count=count
         )
     else:
-        point = np.zeros(count, dtype=float)
+        drawn = np.ones(count, dtype=float)
+    holdout = drawn < broadcast.holdout
+    point = np.clip((drawn - broadcast.holdout) / (1.0 - broadcast.holdout), 0.0, 1.0 - 1e-12)
     test = broadcast.ab_test
     last_arm = len(arms) - 1
     if test is not None:
@@ -399,8 +398,12 @@ def _assign(
     default_zone = _zone_of(broadcast, strategy)
     local = _local(broadcast)
     filled = [(zone or default_zone) if local else default_zone for zone in zones]
-    names, index = np.unique(np.array(filled, dtype=object), return_inverse=True)
-    starts = np.array([_start(wall, str(zone), now).timestamp() for zone in names], dtype=float)
+    numbered: dict[str, int] = {}  # a few zones among many customers: no sort of strings
+    index = np.fromiter(
+        (numbered.setdefault(zone, len(numbered)) for zone in filled), dtype=np.int64, count=count
+    )
+    names = list(numbered)
+    starts = np.array([_start(wall, zone, now).timestamp() for zone in names], dtype=float)
     base = starts[index] if count else np.zeros(0)
     at = base.copy()
     spacing = 60.0 / broadcast.throttle if broadcast.throttle else 0.0
@@ -413,7 +416,8 @@ def _assign(
         decide_at = datetime.fromtimestamp(last, UTC) + test.wait
         rest = sending & (arm < 0)
         at[rest] = _throttled(np.maximum(base[rest], decide_at.timestamp()), spacing)
-    by_zone = Counter(str(zone) for zone in np.array(filled, dtype=object)[~holdout])
+    per_zone = np.bincount(index[~holdout], minlength=len(names))
+    by_zone = {zone: int(n) for zone, n in zip(names, per_zone, strict=True) if n}
     return _Plan(
         ids=ids,
         zones=filled,
@@ -422,7 +426,7 @@ def _assign(
         at=at,
         arms=arms,
         decide_at=decide_at,
-        by_zone=dict(by_zone),
+        by_zone=by_zone,
     )
 
 
@@ -575,39 +579,37 @@ def _write_rows(
         )
     rest_shape = (occurrence.rest_run_id, "rest", "send", None, None, None, "waiting")
     hold_shape = (occurrence.run_id, HOLDOUT_ARM, "holdout", None, None, None, "holdout")
-    times = [datetime.fromtimestamp(float(t), UTC) for t in plan.at]
+    # Each row's shape: an arm's index, then the rest, then the holdout.
+    shape_of = np.where(
+        plan.holdout, len(shapes) + 1, np.where(plan.arm < 0, len(shapes), plan.arm)
+    )
+    columns = list(zip(*shapes, rest_shape, hold_shape, strict=True))
+    by_shape = [np.array(column, dtype=object)[shape_of].tolist() for column in columns]
+    moments, moment_of = np.unique(plan.at, return_inverse=True)
+    stamps = np.array([datetime.fromtimestamp(float(t), UTC) for t in moments], dtype=object)
+    times = stamps[moment_of].tolist()
+    members = plan.ids.tolist()
+    keys = [f"b{bid}:{customer}" for customer in members]
+    count = len(members)
+    all_rows = list(
+        zip(
+            keys,
+            by_shape[0],
+            itertools.repeat(journey, count),
+            members,
+            *by_shape[1:6],
+            itertools.repeat(payload, count),
+            by_shape[6],
+            itertools.repeat(0, count),
+            times,
+            itertools.repeat(now, count),
+            itertools.repeat(None, count),
+            strict=False,
+        )
+    )
     written = 0
-    count = len(plan.ids)
     for start in range(0, count, WRITE_CHUNK):
-        rows: list[tuple[Any, ...]] = []
-        for i in range(start, min(start + WRITE_CHUNK, count)):
-            customer = int(plan.ids[i])
-            if plan.holdout[i]:
-                shape = hold_shape
-            elif plan.arm[i] < 0:
-                shape = rest_shape
-            else:
-                shape = shapes[int(plan.arm[i])]
-            run_id, node, kind, channel, template, variant, status = shape
-            rows.append(
-                (
-                    f"b{bid}:{customer}",
-                    run_id,
-                    journey,
-                    customer,
-                    node,
-                    kind,
-                    channel,
-                    template,
-                    variant,
-                    payload,
-                    status,
-                    0,
-                    times[i],
-                    now,
-                    None,
-                )
-            )
+        rows = all_rows[start : start + WRITE_CHUNK]
         with workspace.state.begin() as connection:
             _bulk_insert(
                 connection, outbox, columns=OUTBOX_COLUMNS, rows=rows, conflict="idempotency_key"
