@@ -39,6 +39,7 @@ from orbita.model.segments import (
     find_cycles,
     walk,
 )
+from orbita.model.send_rules import SendRule, send_rule_problems
 from orbita.model.templates import Template, body_problems
 from orbita.model.yaml_source import Path, Place, YamlSource, dotted, read_yaml
 
@@ -88,6 +89,7 @@ class Strategy(BaseModel):
     goals: list[Goal] = Field(default_factory=list)
     channels: dict[str, Channel] = Field(default_factory=dict)
     templates: dict[str, Template] = Field(default_factory=dict)
+    send_rules: list[SendRule] = Field(default_factory=list)
     funnels: dict[str, Funnel] = Field(default_factory=dict)
     broadcasts: dict[str, Broadcast] = Field(default_factory=dict)
 
@@ -183,6 +185,10 @@ def check_strategy_references(strategy: Strategy) -> list[FieldProblem]:
     _journey_segment_problems(strategy, add)
     _delivery_problems(strategy, add)
     _broadcast_problems(strategy, add)
+    for path, message in send_rule_problems(
+        strategy.send_rules, segments=strategy.segments, templates=strategy.templates
+    ):
+        add(path, message)
     return sorted(problems, key=lambda p: p.line or 0)
 
 

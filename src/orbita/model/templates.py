@@ -51,12 +51,14 @@ class Template(TemplateParts):
 
     channel: str = Field(min_length=1)
     topic: str = Field(default="marketing", min_length=1)
+    # Names send rules block it by (`block: [offer]`), beside its name and topic.
+    tags: tuple[str, ...] = ()
     variants: dict[str, TemplateParts] = Field(default_factory=dict)
 
     def parts(self, variant: str | None) -> TemplateParts:
         """This template's parts for an arm (the base for an arm it does not name)."""
         base = TemplateParts.model_validate(
-            self.model_dump(by_alias=True, exclude={"channel", "topic", "variants"})
+            self.model_dump(by_alias=True, exclude={"channel", "topic", "tags", "variants"})
         )
         override = self.variants.get(variant) if variant is not None else None
         if override is None:
