@@ -699,3 +699,55 @@ _FAMILIES: dict[Any, tuple[str, ...]] = {
     _segment_kpis: ("segment_size", "stage_size"),
 }
 assert sorted(n for names in _FAMILIES.values() for n in names) == sorted(CATALOGUE)
+
+
+SUMMARY_METRICS = (
+    "active_customers",
+    "buyers",
+    "orders",
+    "revenue",
+    "average_order_value",
+    "repeat_purchase_rate",
+    "churn_rate",
+    "messages_sent",
+    "delivery_rate",
+    "open_rate",
+    "click_rate",
+    "unsubscribe_rate",
+)
+
+
+def kpi_summary(
+    *,
+    events: EventStore,
+    state: Engine,
+    start: datetime,
+    end: datetime,
+    options: KpiOptions | None = None,
+) -> list[KpiRow]:
+    """The headline KPIs over the whole of [start, end), one row each, in SUMMARY_METRICS
+    order (a closing summary, as the demo prints it; `shown` formats the values)."""
+    return compute_kpis(
+        events=events,
+        state=state,
+        start=start,
+        end=end,
+        grain="total",
+        metrics=SUMMARY_METRICS,
+        dimensions=["all"],
+        options=options,
+    )
+
+
+def shown(metric: str, value: float | None) -> str:
+    """A KPI's value as a person reads it: rates in %, money with cents, counts whole."""
+    if value is None:
+        return "-"
+    unit = CATALOGUE[metric].unit
+    if unit == "rate":
+        return f"{value:.1%}"
+    if unit == "money":
+        return f"{value:,.2f}"
+    if metric == "purchase_frequency":
+        return f"{value:.2f}"
+    return f"{value:,.0f}"

@@ -138,3 +138,23 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 Progress = Callable[[str], None]
+
+
+# How far back a report looks when no start is given, by its period.
+DEFAULT_LOOKBACK: dict[str, timedelta] = {
+    "day": timedelta(days=30),
+    "week": timedelta(weeks=12),
+    "month": timedelta(days=365),
+    "total": timedelta(days=28),
+}
+
+
+def default_range(
+    *, now: datetime, grain: str, start: datetime | None = None, end: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """[start, end) of a report: `end` defaults to now, `start` to DEFAULT_LOOKBACK before."""
+    until = utc(end, field="end") if end is not None else utc(now, field="now")
+    since = utc(start, field="start") if start is not None else until - DEFAULT_LOOKBACK[grain]
+    if until <= since:
+        raise UserError("end: must come after start")
+    return since, until

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 import orbita
 from orbita.api import (
+    analytics,
     analytics_experiments,
     broadcasts,
     customers,
@@ -104,6 +105,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app.include_router(customers.router)
     app.include_router(segments.router)
     app.include_router(journeys.router)
+    app.include_router(analytics.router)
     app.include_router(analytics_experiments.router)
     app.include_router(broadcasts.router)
     app.include_router(tracking.router)

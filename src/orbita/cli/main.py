@@ -16,6 +16,7 @@ from orbita.cli import (
     generate,
     imports,
     journeys,
+    kpis,
     run,
     schema,
     segments,
@@ -103,6 +104,7 @@ app.command("generate")(generate.generate)
 app.add_typer(customers.app, name="customers")
 app.add_typer(segments.app, name="segments")
 app.command("stages")(segments.stages)
+app.command("kpis")(kpis.kpis)
 app.command("plan")(strategy.plan)
 app.command("apply")(strategy.apply)
 app.command("schema")(schema.schema)
