@@ -57,6 +57,7 @@ from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, Ou
 from orbita.model.durations import format_duration
 from orbita.model.strategy import Strategy
 from orbita.services.message_events import MessageEvent, OnStored, record_message_events
+from orbita.services.send_rules import blocked_by_rules
 from orbita.services.templates import (
     DEFAULT_CURRENCY,
     DEFAULT_LOCALE,
@@ -822,10 +823,21 @@ async def _deliver_batch(
         profiles = _profiles(connection, {int(row["customer_id"]) for row in rows})
         suppressed, decided = _suppression_and_consent(connection, rows, profiles)
         caps = _Caps.load(connection, delivery, rows, now=now)
+    # The strategy's send rules: what changed since a journey queued a message counts.
+    blocked = blocked_by_rules(
+        events=workspace.events,
+        strategy=delivery.strategy,
+        rows=rows,
+        profiles=profiles,
+        now=now,
+    )
     decisions: list[_Decision] = []
     sends = []
     links: dict[int, list[str]] = {}
     for row in rows:
+        if int(row["outbox_id"]) in blocked:
+            decisions.append(_Decision(row, "skipped", blocked[int(row["outbox_id"])]))
+            continue
         prepared = _prepare(
             delivery,
             row,
