@@ -415,12 +415,18 @@ class Entry(BaseModel):
         return self
 
 
+AttributionModel = Literal["last_touch", "first_touch", "linear"]
+
+
 class Goal(EventPattern):
     """The event that counts as a conversion when it comes `within` the time after entry;
-    `exit: true` ends the run when it does."""
+    `exit: true` ends the run when it does. A goal event `within` the time after a message
+    of the journey is attributed to it: to the last one before it (`last_touch`, the
+    default), the first (`first_touch`), or shared equally among them (`linear`)."""
 
     within: Duration
     exit: bool = False
+    attribution: AttributionModel = "last_touch"
 
 
 class Journey(BaseModel):
