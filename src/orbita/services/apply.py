@@ -1,9 +1,10 @@
 """`orbita plan` and `orbita apply`: a strategy file against the version the workspace runs.
 
 A plan lists what applying would change — segments, computed traits, stages, journeys,
-templates, channels, goals added, changed or removed — and, for a changed journey, how many
-customers are in it at each step and what happens to them: they finish on the version they
-started, or (`on_change: migrate`) move to the new version where their step still exists.
+templates, channels, broadcasts, goals added, changed or removed — and, for a changed
+journey, how many customers are in it at each step and what happens to them: they finish on
+the version they started, or (`on_change: migrate`) move to the new version where their step
+still exists.
 Applying publishes the changed journeys, then stores the file as a new strategy version and
 moves the runs that migrate, in one transaction; publishing is idempotent (by definition),
 so an apply cut off between the two is completed by applying the file again.
@@ -37,7 +38,7 @@ from orbita.store.state import (
 
 Action = Literal["added", "changed", "removed"]
 # The named parts of a strategy, compared entry by entry.
-NAMED_PARTS = ("segments", "computed_traits", "journeys", "templates", "channels")
+NAMED_PARTS = ("segments", "computed_traits", "journeys", "templates", "channels", "broadcasts")
 # The parts compared whole.
 WHOLE_PARTS = ("timezone", "stages", "rfm", "goals")
 
