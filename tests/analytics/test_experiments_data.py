@@ -18,6 +18,8 @@ from orbita.analytics.experiments.report import (
     holdout_uplift,
     journey_uplifts,
     uplift_lines,
+    uplift_plain,
+    uplift_summary,
 )
 from orbita.core.clock import SimulatedClock
 from orbita.core.errors import NotFoundError
@@ -225,8 +227,15 @@ def test_uplift_report_and_lines(embedded_workspace: Workspace) -> None:
         uplift.interval.low * treated.n
     )
     assert uplift.interval.contains(uplift.uplift)
-    (line,) = uplift_lines([uplift], true_uplift={"welcome": 0.05})
-    assert line.startswith("welcome: uplift ") and "true +5.0 pp" in line
+    header, line = uplift_lines([uplift_plain(uplift)])
+    assert header.startswith("journey  uplift, pp [95% CI]")
+    low, high = uplift.interval.low * 100, uplift.interval.high * 100
+    assert line.startswith(f"welcome  {uplift.uplift * 100:+.1f} [{low:+.1f}, {high:+.1f}]")
+    assert max(map(len, (header, line))) <= 80
+    assert uplift_summary(state=embedded_workspace.state, events=embedded_workspace.events) == [
+        header,
+        line,
+    ]
     report = experiments_report(
         state=embedded_workspace.state, events=embedded_workspace.events, timeline=True
     )

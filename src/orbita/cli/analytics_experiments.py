@@ -4,12 +4,14 @@ statistics and verdict, then each journey's uplift over its holdout."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
-from orbita.analytics.experiments.report import experiments_report
+from orbita.analytics.experiments.report import experiments_report, uplift_lines
 from orbita.cli.common import (
     DEFAULT_WORKSPACE,
     JsonOption,
@@ -55,31 +57,17 @@ def experiments(
         return
     out = console()
     if not report["experiments"]:
-        out.print("No experiments yet: no journey has run.")
+        out.print("No experiments: no journey with a holdout, a split or A/B variants has run.")
         return
     for experiment in report["experiments"]:
         title = f"{experiment['journey']}: {experiment['kind']} {experiment['experiment']}"
+        arms = experiment["arms"]
         table = Table(
-            "arm", "runs", "conversion", "lift [95% CI]", "p", "seq. p", "P(beat)",
-            "rev./recipient", "Δ rev. [95% CI]", "unsub.", "compl.", title=title,
+            "", *(row["arm"] + (" (control)" if row["control"] else "") for row in arms),
+            title=title, box=box.SIMPLE_HEAD,
         )  # fmt: skip
-        for row in experiment["arms"]:
-            control = row["control"]
-            table.add_row(
-                row["arm"] + (" (control)" if control else ""),
-                f"{row['n']:,}",
-                f"{row['conversions']:,} ({_percent(row['conversion_rate'])})",
-                ""
-                if control
-                else _points(row.get("lift"), row.get("lift_low"), row.get("lift_high")),
-                "" if control else _p(row.get("p_value")),
-                "" if control else _p(row.get("sequential_p_value")),
-                "" if control else _percent(row.get("probability_to_beat_control")),
-                _money(row["revenue_per_recipient"]),
-                "" if control else _money_range(row),
-                f"{row['unsubscribes']:,}",
-                f"{row['complaints']:,}",
-            )
+        for label, cell in _ROWS:
+            table.add_row(label, *(cell(row) for row in arms))
         out.print(table)
         ratio = experiment["sample_ratio"]
         if ratio is not None:
@@ -90,29 +78,9 @@ def experiments(
         if sequential and experiment.get("timeline"):
             _print_timeline(experiment["timeline"])
     if report["uplift"]:
-        table = Table(
-            "journey", "treated", "held out", "uplift [95% CI]", "incr. conversions",
-            "incr. revenue", "earns its keep", title="Uplift over the holdout",
-        )  # fmt: skip
-        for item in report["uplift"]:
-            table.add_row(
-                item["journey"],
-                f"{item['treated']:,}",
-                f"{item['held_out']:,}",
-                _points(item["uplift"], item["uplift_low"], item["uplift_high"]),
-                _count_range(
-                    item["incremental_conversions"],
-                    item["incremental_conversions_low"],
-                    item["incremental_conversions_high"],
-                ),
-                _count_range(
-                    item["incremental_revenue"],
-                    item["incremental_revenue_low"],
-                    item["incremental_revenue_high"],
-                ),
-                "yes" if item["earns_its_keep"] else "not shown",
-            )
-        out.print(table)
+        out.print("\nUplift over the holdout", style="bold")
+        for line in uplift_lines(report["uplift"]):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_timeline(points: list[dict[str, Any]]) -> None:
@@ -146,7 +114,15 @@ def _range(low: float | None, high: float | None, *, scale: float = 1, unit: str
 def _points(value: float | None, low: float | None, high: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 100:+.2f} pp {_range(low, high, scale=100)}"
+    return f"{value * 100:+.2f} {_range(low, high, scale=100)}"
+
+
+def _relative(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "-"
+    if low is None or high is None:
+        return f"{value:+.0%}"
+    return f"{value:+.0%} [{low:+.0%}, {high:+.0%}]"
 
 
 def _money(value: float | None) -> str:
@@ -160,7 +136,27 @@ def _money_range(row: dict[str, Any]) -> str:
     return f"{difference:+,.2f} {_range(row.get('revenue_low'), row.get('revenue_high'))}"
 
 
-def _count_range(value: float, low: float | None, high: float | None) -> str:
-    if low is None or high is None:
-        return f"{value:+,.0f}"
-    return f"{value:+,.0f} [{low:+,.0f}, {high:+,.0f}]"
+def _compared(show: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    """A cell of a comparison with the control: empty in the control's own column."""
+    return lambda row: "" if row["control"] else show(row)
+
+
+# Rows of an experiment's table (arms are the columns: two or three fit 80 columns).
+_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("runs", lambda r: f"{r['n']:,}"),
+    ("expected share", lambda r: _percent(r["expected_share"])),
+    ("converted", lambda r: f"{r['conversions']:,} ({_percent(r['conversion_rate'])})"),
+    ("lift, pp [95% CI]", _compared(lambda r: _points(r["lift"], r["lift_low"], r["lift_high"]))),
+    (
+        "relative lift [95% CI]",
+        _compared(lambda r: _relative(r["relative_lift"], r["relative_low"], r["relative_high"])),
+    ),
+    ("z-test p", _compared(lambda r: _p(r["p_value"]))),
+    ("sequential p", _compared(lambda r: _p(r["sequential_p_value"]))),
+    ("P(beats control)", _compared(lambda r: _percent(r["probability_to_beat_control"]))),
+    ("revenue per recipient", lambda r: _money(r["revenue_per_recipient"])),
+    ("Δ revenue [95% CI]", _compared(_money_range)),
+    ("Welch p", _compared(lambda r: _p(r["revenue_p_value"]))),
+    ("unsubscribed", lambda r: f"{r['unsubscribes']:,} ({_percent(r['unsubscribe_rate'])})"),
+    ("complained", lambda r: f"{r['complaints']:,} ({_percent(r['complaint_rate'])})"),
+]

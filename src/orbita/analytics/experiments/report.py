@@ -5,7 +5,7 @@ keep), lines for the demo, and tidy JSON-ready rows for the CLI and the API."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -82,31 +82,60 @@ def journey_uplifts(
     return [u for u in map(holdout_uplift, found) if u is not None]
 
 
-def uplift_lines(
-    uplifts: Sequence[Uplift], *, true_uplift: dict[str, float] | None = None
-) -> list[str]:
-    """One line per journey: uplift in points with its 95% interval, incremental
-    conversions and revenue with theirs; `true_uplift` (the generator's, by journey) beside."""
-    lines: list[str] = []
-    for item in uplifts:
-        truth = (true_uplift or {}).get(item.journey)
-        shown = f", true {truth * 100:+.1f} pp" if truth is not None else ""
-        lines.append(
-            f"{item.journey}: uplift {_points(item.uplift)} "
-            f"[{_points(item.interval.low)}, {_points(item.interval.high)}]{shown}; "
-            f"{item.incremental_conversions:+.0f} conversions "
-            f"[{item.incremental_conversions_interval.low:+.0f}, "
-            f"{item.incremental_conversions_interval.high:+.0f}], "
-            f"revenue {item.incremental_revenue:+,.0f} "
-            f"[{item.incremental_revenue_interval.low:+,.0f}, "
-            f"{item.incremental_revenue_interval.high:+,.0f}] "
-            f"({item.treated:,} treated, {item.held_out:,} held out)"
+def uplift_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A header and one line per journey (rows of `uplift_plain`), within 80 columns: the
+    uplift in points, the incremental conversions and revenue, each with its 95% interval
+    (`?` for an end not known)."""
+    width = max([len("journey"), *(len(row["journey"]) for row in rows)])
+    header = f"{'uplift, pp [95% CI]':<19} {'extra conversions':<17} extra revenue"
+    lines = [f"{'journey':<{width}}  {header}"]
+    for row in rows:
+        uplift = _with_interval(row, "uplift", "uplift_low", "uplift_high", _pp)
+        extra = _with_interval(
+            row,
+            "incremental_conversions",
+            "incremental_conversions_low",
+            "incremental_conversions_high",
+            lambda v: f"{v:+.0f}",
         )
+        money = _with_interval(
+            row,
+            "incremental_revenue",
+            "incremental_revenue_low",
+            "incremental_revenue_high",
+            short_money,
+        )
+        lines.append(f"{row['journey']:<{width}}  {uplift:<19} {extra:<17} {money}")
     return lines
 
 
-def _points(value: float) -> str:
-    return f"{value * 100:+.1f} pp"
+def uplift_summary(
+    *, state: Engine, events: EventStore, journeys: Sequence[str] | None = None
+) -> list[str]:
+    """`uplift_lines` of every journey with a holdout: what the demo prints at its end."""
+    return uplift_lines(
+        [uplift_plain(u) for u in journey_uplifts(state=state, events=events, journeys=journeys)]
+    )
+
+
+def _pp(value: float) -> str:
+    return f"{value * 100:+.1f}"
+
+
+def _with_interval(
+    row: Mapping[str, Any], value: str, low: str, high: str, show: Callable[[float], str]
+) -> str:
+    ends = [row[low], row[high]]
+    shown = ["?" if end is None else show(end) for end in ends]
+    return f"{show(row[value])} [{shown[0]}, {shown[1]}]"
+
+
+def short_money(value: float) -> str:
+    """Short amounts: +950, +3.2k, -1.4M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:+.1f}{suffix}"
+    return f"{value:+.0f}"
 
 
 # --- tidy rows ---------------------------------------------------------------------------------
