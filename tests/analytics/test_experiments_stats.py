@@ -238,3 +238,14 @@ def test_winner_by_revenue_and_with_several_arms() -> None:
     assert winner(result, metric="revenue").winner == "C"
     assert winner(result).winner == "C"
     assert len(result.comparisons) == 2
+
+
+def test_tiny_and_impossible_arms() -> None:
+    tiny = analyze([ArmData("A", 1, 1, 30.0, 900.0), ArmData("B", 1, 0)])
+    assert tiny.comparison("B").revenue_p_value == 1.0
+    assert winner(tiny).winner is None
+    assert (
+        "no recipients yet in B" in winner(analyze([ArmData("A", 5, 1), ArmData("B", 0, 0)])).reason
+    )
+    with pytest.raises(ValueError, match="3 conversions of 2 units"):
+        analyze([ArmData("A", 2, 3), ArmData("B", 2, 0)])

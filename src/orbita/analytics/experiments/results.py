@@ -165,6 +165,12 @@ def analyze(
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names repeat: {', '.join(names)}")
+    for arm in arms:
+        if arm.n < 0 or not 0 <= arm.conversions <= arm.n:
+            raise ValueError(
+                f"arm {arm.name!r}: {arm.conversions} conversions of {arm.n} units "
+                "(a unit converts at most once)"
+            )
     control_name = control if control is not None else names[0]
     if control_name not in names:
         raise ValueError(f"control {control_name!r} is not an arm ({', '.join(names)})")

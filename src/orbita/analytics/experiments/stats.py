@@ -120,6 +120,8 @@ def welch_ttest(
     """Welch's t-test of mean1 = mean2 from (n, mean, sample variance), with the interval of
     mean1 - mean2 on the Welch-Satterthwaite degrees of freedom."""
     difference = mean1 - mean2
+    if n1 < 2 or n2 < 2:  # no variance to estimate: no evidence either way
+        return WelchResult(0.0, 0.0, 1.0, difference, Interval(-math.inf, math.inf))
     a, b = var1 / n1, var2 / n2
     se = math.sqrt(a + b)
     if se == 0:
