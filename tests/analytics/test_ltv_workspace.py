@@ -4,18 +4,26 @@ holdout check is close, and the LTV traits written into profiles select in segme
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from orbita.analytics.ltv import fit_bgnbd, fit_gamma_gamma
 from orbita.analytics.ltv.data import PurchaseEvent, calibration, histories, purchase_days
+from orbita.api.app import create_app
+from orbita.cli.main import app
 from orbita.core.errors import UserError
 from orbita.core.settings import Settings
 from orbita.model.strategy import parse_strategy
@@ -25,6 +33,10 @@ from orbita.services.ltv import as_json, ltv_report
 from orbita.services.segments import preview_segment
 from orbita.services.workspace import Workspace, init_workspace, open_workspace
 from orbita.store.state import customers
+
+# the real uvicorn runner the API tests use (tests/api/live_api.py)
+sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
+from live_api import running
 
 DAYS = 365
 
@@ -39,8 +51,19 @@ ltv:
 """
 
 
+@dataclass(frozen=True)
+class Store:
+    settings: Settings
+    truth: dict[str, Any]
+
+    @contextmanager
+    def workspace(self) -> Iterator[Workspace]:
+        with open_workspace(settings=self.settings) as workspace:
+            yield workspace
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, dict[str, Any]]]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """2,000 customers over a year; only the orders are imported (the rest is not read)."""
     root = tmp_path_factory.mktemp("ltv")
     report = generate_store(
@@ -54,7 +77,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace,
     with open_workspace(settings=settings) as workspace:
         import_customers(workspace=workspace, path=report.customers_path)
         import_events(workspace=workspace, path=root / "orders.parquet")
-        yield workspace, json.loads(report.truth_path.read_text())
+    return Store(settings, json.loads(report.truth_path.read_text()))
 
 
 def last_order(workspace: Workspace) -> datetime:
@@ -64,12 +87,12 @@ def last_order(workspace: Workspace) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=int(days.day.max()) + 1)
 
 
-def test_fit_recovers_the_generators_parameters(store: tuple[Workspace, dict[str, Any]]) -> None:
-    workspace, truth = store
-    end = last_order(workspace)
-    summary = histories(
-        purchase_days(workspace.events, purchase=PurchaseEvent(), end=end), cutoff=end
-    )
+def test_fit_recovers_the_generators_parameters(store: Store) -> None:
+    with store.workspace() as workspace:
+        end = last_order(workspace)
+        days = purchase_days(workspace.events, purchase=PurchaseEvent(), end=end)
+    truth = store.truth
+    summary = histories(days, cutoff=end)
     assert summary.customers > 900 and (summary.x > 0).sum() > 300
     fit = fit_bgnbd(summary.x, summary.t_x, summary.T)
     btyd = truth["btyd"]
@@ -85,11 +108,10 @@ def test_fit_recovers_the_generators_parameters(store: tuple[Workspace, dict[str
     assert spend.mean_value == pytest.approx(truth["gamma_gamma"]["mean_order_value"], rel=0.15)
 
 
-def test_calibration_is_close_in_the_holdout(store: tuple[Workspace, dict[str, Any]]) -> None:
-    workspace, _ = store
-    end = last_order(workspace)
-    cutoff = end - timedelta(days=DAYS // 3)
-    checked = calibration(workspace.events, cutoff=cutoff)
+def test_calibration_is_close_in_the_holdout(store: Store) -> None:
+    with store.workspace() as workspace:
+        cutoff = last_order(workspace) - timedelta(days=DAYS // 3)
+        checked = calibration(workspace.events, cutoff=cutoff)
     assert checked.holdout_days >= DAYS // 3
     assert [b.repeat_purchases for b in checked.buckets] == [*"0123456", "7+"]
     assert sum(b.customers for b in checked.buckets) == checked.customers
@@ -102,18 +124,20 @@ def test_calibration_is_close_in_the_holdout(store: tuple[Workspace, dict[str, A
     assert big[-1].predicted > big[0].predicted
 
 
-def test_calibration_refuses_a_cutoff_after_the_data(
-    store: tuple[Workspace, dict[str, Any]],
-) -> None:
-    workspace, _ = store
-    with pytest.raises(UserError, match="cutoff"):
-        calibration(workspace.events, cutoff=last_order(workspace) + timedelta(days=30))
-    with pytest.raises(UserError, match="cutoff"):
-        calibration(workspace.events, cutoff=datetime(2000, 1, 1, tzinfo=UTC))
+def test_calibration_refuses_a_cutoff_after_the_data(store: Store) -> None:
+    with store.workspace() as workspace:
+        with pytest.raises(UserError, match="cutoff"):
+            calibration(workspace.events, cutoff=last_order(workspace) + timedelta(days=30))
+        with pytest.raises(UserError, match="cutoff"):
+            calibration(workspace.events, cutoff=datetime(2000, 1, 1, tzinfo=UTC))
 
 
-def test_ltv_traits_select_in_segments(store: tuple[Workspace, dict[str, Any]]) -> None:
-    workspace, _ = store
+def test_ltv_traits_select_in_segments(store: Store) -> None:
+    with store.workspace() as workspace:
+        traits_select_in_segments(workspace)
+
+
+def traits_select_in_segments(workspace: Workspace) -> None:
     strategy = parse_strategy(STRATEGY, source="strategy.yaml")
     as_of = last_order(workspace)
     report = ltv_report(workspace=workspace, strategy=strategy, as_of=as_of, write_traits=True)
@@ -155,3 +179,47 @@ def test_ltv_traits_select_in_segments(store: tuple[Workspace, dict[str, Any]]) 
     assert plotted["models"][0]["log_likelihood"] == pytest.approx(report.purchases.log_likelihood)
     assert plotted["margin"] is None
     np.testing.assert_allclose(sum(t["customers"] for t in plotted["tiers"]), report.customers)
+
+
+def test_cli_prints_the_report_and_the_calibration(store: Store) -> None:
+    with store.workspace() as workspace:
+        cutoff = (last_order(workspace) - timedelta(days=120)).date().isoformat()
+    args = ["analytics", "ltv", "--workspace", str(store.settings.workspace)]
+    result = CliRunner().invoke(app, [*args, "--json", "--cutoff", cutoff, "--calibration"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["as_of"].startswith(cutoff)
+    assert [m["model"] for m in data["models"]] == ["BG/NBD", "Gamma-Gamma"]
+    assert len(data["calibration"]["buckets"]) == 8
+    assert data["written"] == 0
+    shown = CliRunner().invoke(app, [*args, "--cutoff", cutoff, "--calibration"])
+    assert shown.exit_code == 0, shown.output
+    assert "Calibration" in shown.output and "alpha" in shown.output
+    bad = CliRunner().invoke(app, [*args, "--cutoff", "2000-01-01"])
+    assert bad.exit_code == 2 and "Order Completed" in bad.output
+
+
+def test_api_answers_tidy_json_to_the_admin_key(store: Store) -> None:
+    with store.workspace() as workspace:
+        cutoff = (last_order(workspace) - timedelta(days=120)).date().isoformat()
+        keys = init_workspace(settings=store.settings)
+        with running(create_app(settings=store.settings, workspace=workspace)) as url:
+            admin = httpx.Client(
+                base_url=url, timeout=60, headers={"Authorization": f"Bearer {keys.admin_key}"}
+            )
+            found = admin.get("/v1/analytics/ltv", params={"cutoff": cutoff, "calibration": True})
+            assert found.status_code == 200, found.text
+            data = found.json()
+            assert data["as_of"].startswith(cutoff)
+            assert {p["param"] for p in data["models"][0]["params"]} == {"r", "alpha", "a", "b"}
+            assert (
+                sum(b["customers"] for b in data["calibration"]["buckets"])
+                == data["calibration"]["customers"]
+            )
+            late = admin.get("/v1/analytics/ltv", params={"cutoff": "2000-01-01"})
+            assert late.status_code == 400 and "Order Completed" in late.text
+            bad = admin.get("/v1/analytics/ltv", params={"cutoff": "May"})
+            assert bad.status_code == 400 and "cutoff" in bad.text
+            writer = httpx.Client(base_url=url, auth=(keys.write_key, ""))
+            assert writer.get("/v1/analytics/ltv").status_code in (401, 403)
+            assert httpx.get(f"{url}/v1/analytics/ltv").status_code == 401

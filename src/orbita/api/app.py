@@ -15,6 +15,7 @@ import orbita
 from orbita.api import (
     analytics,
     analytics_experiments,
+    analytics_ltv,
     broadcasts,
     customers,
     delivery,
@@ -107,6 +108,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
     app.include_router(journeys.router)
     app.include_router(analytics.router)
     app.include_router(analytics_experiments.router)
+    app.include_router(analytics_ltv.router)
     app.include_router(broadcasts.router)
     app.include_router(tracking.router)
     app.include_router(delivery.router)

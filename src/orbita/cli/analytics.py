@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import typer
 
-from orbita.cli import analytics_cohorts, analytics_experiments, analytics_funnels, analytics_kpis
+from orbita.cli import (
+    analytics_cohorts,
+    analytics_experiments,
+    analytics_funnels,
+    analytics_kpis,
+    analytics_ltv,
+)
 
 app = typer.Typer(
     help="Measure: KPIs, funnels, cohorts, LTV and churn models, experiments and uplift.",
@@ -15,6 +21,7 @@ app = typer.Typer(
 
 # Subcommands, one line each: app.command("ltv")(analytics_ltv.ltv)
 app.command("experiments")(analytics_experiments.experiments)
+app.command("ltv")(analytics_ltv.ltv)
 app.command("kpis")(analytics_kpis.kpis)
 app.command("funnel")(analytics_funnels.funnel)
 app.command("cohorts")(analytics_cohorts.cohorts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import ibis
@@ -34,8 +35,11 @@ from orbita.analytics.ltv.data import (
     purchase_days,
 )
 from orbita.core.errors import UserError
+from orbita.core.settings import Settings
 from orbita.model.ltv import LtvConfig
 from orbita.model.strategy import Strategy
+from orbita.services.apply import strategy_in_use
+from orbita.services.strategy import strategy_path
 from orbita.services.workspace import Workspace
 from orbita.store.state import customers, stage_history
 
@@ -92,18 +96,20 @@ def ltv_report(
     workspace: Workspace,
     strategy: Strategy,
     as_of: datetime | None = None,
-    calibration_cutoff: datetime | None = None,
+    with_calibration: bool = False,
     write_traits: bool = False,
 ) -> LtvReport:
     """Fit BG/NBD and Gamma-Gamma on the orders before `as_of` (default now), value every
-    customer over the strategy's horizon, group by tier and lifecycle stage; with
-    `calibration_cutoff` also fit before that date and compare with what came after;
-    with `write_traits` write each customer's LTV traits into their profile."""
+    customer over the strategy's horizon, group by tier, segment and lifecycle stage; with
+    `with_calibration` compare the purchases predicted after `as_of` (a date) with those
+    that came; with `write_traits` write each customer's LTV traits into their profile."""
     config = strategy.ltv
     moment = as_of or workspace.clock.now()
     if moment.tzinfo is None:
         raise UserError("as_of: needs a time zone")
     purchase = PurchaseEvent(event=config.purchase_event, value_property=config.value_property)
+    if with_calibration and as_of is None:
+        raise UserError("cutoff: the calibration needs a cut-off date before the last purchase")
     summary = histories(
         purchase_days(workspace.events, purchase=purchase, end=moment), cutoff=moment
     )
@@ -119,8 +125,8 @@ def ltv_report(
     segment_members = _segment_members(workspace, list(strategy.segments))
     written = _write_traits(workspace, per_customer, config) if write_traits else 0
     checked = (
-        calibration(workspace.events, cutoff=calibration_cutoff, end=moment, purchase=purchase)
-        if calibration_cutoff is not None
+        calibration(workspace.events, cutoff=moment, purchase=purchase)
+        if with_calibration
         else None
     )
     stage_names = [stage.name for stage in strategy.stages]
@@ -226,6 +232,17 @@ def _group(name: str, rows: Sequence[CustomerLtv]) -> Group:
         mean_predicted_clv=float(clv / n) if n else 0.0,
         mean_p_alive=float(sum(r.p_alive for r in rows) / n) if n else 0.0,
     )
+
+
+def ltv_strategy(*, settings: Settings, path: Path | None = None) -> Strategy:
+    """The strategy in use (services/apply.py); LTV's defaults when the workspace has no
+    strategy yet, since the models need none."""
+    try:
+        return strategy_in_use(settings=settings, path=path)[1]
+    except UserError:
+        if path is not None or strategy_path(workspace_dir=settings.workspace).exists():
+            raise
+        return Strategy(workspace=settings.workspace.name or "workspace")
 
 
 def _segment_members(workspace: Workspace, names: Sequence[str]) -> dict[str, set[int]]:

@@ -91,7 +91,7 @@ class BGNBD:
         """Total log-likelihood of the given customers."""
         data = fold(x, t_x, T)
         theta = np.log([self.r, self.alpha, self.a, self.b])
-        return _Objective(data)(theta)[0]
+        return float(_Objective(data)(theta)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +189,7 @@ def fit_bgnbd(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> BGNBDFi
     start = np.array([0.0, np.log(unit), 0.0, 0.0])
     optimum = maximise(objective, start, scale=data.customers)
     theta = optimum.log_params
-    value = objective(theta)[0]
+    value = float(objective(theta)[0])
     if not np.isfinite(value):
         raise FitError("BG/NBD did not reach a finite likelihood")
     params = np.exp(theta)

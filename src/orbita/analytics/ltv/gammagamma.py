@@ -50,7 +50,7 @@ class GammaGamma:
 
     def log_likelihood(self, x: npt.ArrayLike, m: npt.ArrayLike) -> float:
         xs, ms = _repeat_buyers(x, m)
-        return _objective(xs, ms)(np.log([self.p, self.q, self.gamma]))[0]
+        return float(_objective(xs, ms)(np.log([self.p, self.q, self.gamma]))[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ def fit_gamma_gamma(x: npt.ArrayLike, m: npt.ArrayLike) -> GammaGammaFit:
     start = np.array([0.0, 0.0, np.log(float(ms.mean()))])
     optimum = maximise(objective, start, scale=float(xs.size))
     theta = optimum.log_params
-    value = objective(theta)[0]
+    value = float(objective(theta)[0])
     if not np.isfinite(value):
         raise FitError("Gamma-Gamma did not reach a finite likelihood")
     params = np.exp(theta)

@@ -191,7 +191,7 @@ class ParetoNBD:
 
     def log_likelihood(self, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> float:
         theta = np.log([self.r, self.alpha, self.s, self.beta])
-        return _objective(fold(x, t_x, T), gradient=False)(theta)[0]
+        return float(_objective(fold(x, t_x, T), gradient=False)(theta)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +244,7 @@ def fit_paretonbd(x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> Par
     unit = float(np.log(np.average(data.T, weights=data.weight) or 1.0))
     optimum = maximise(objective, np.array([0.0, unit, 0.0, unit]), scale=data.customers)
     theta = optimum.log_params
-    value = objective(theta)[0]
+    value = float(objective(theta)[0])
     if not np.isfinite(value):
         raise FitError("Pareto/NBD did not reach a finite likelihood")
     params = np.exp(theta)
