@@ -19,7 +19,7 @@ from loopback import smtp_server
 
 from orbita.channels import close_channels, open_channels
 from orbita.model.strategy import Strategy, parse_strategy
-from orbita.services.attribution import attribute_window, attribution_summary
+from orbita.services.attribution import attribute_due, attribute_window, attribution_summary
 from orbita.services.delivery import deliver_due, prepare_delivery
 from orbita.services.ingest import store_records
 from orbita.services.journeys import (
@@ -178,3 +178,12 @@ def test_orders_are_credited_to_the_messages_before_them(workspace: Workspace, m
         assert arms[(None, "holdout")].revenue == pytest.approx(holdout_revenue)
     assert sum(s.revenue for s in summary) == pytest.approx(sum(total.values()))
     assert sum(s.conversions for s in summary) == pytest.approx(len(expected_keys))
+
+    # The worker pass's call: everything the first time (stored already), then at most
+    # every five minutes of the clock.
+    first = attribute_due(workspace=workspace, journeys=strategy.journeys, now=end)
+    assert first is not None and (first.attributed, first.stored) == (report.attributed, 0)
+    soon = end + timedelta(minutes=1)
+    assert attribute_due(workspace=workspace, journeys=strategy.journeys, now=soon) is None
+    later = end + timedelta(minutes=6)
+    assert attribute_due(workspace=workspace, journeys=strategy.journeys, now=later) is not None

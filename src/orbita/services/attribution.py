@@ -2,6 +2,7 @@
 it, with its revenue; stored per message, step, journey, variant and holdout arm.
 
     attribute_window(workspace=…, journeys=strategy.journeys, start=…, end=…)
+    attribute_due(workspace=…, journeys=…, now=…)     the worker pass: every 5 minutes
     attribution_summary(workspace=…, journey="abandoned_cart")
 
 A goal event (the journey's `goal`, with its `where`) at time t is credited to the
@@ -45,7 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from orbita.core.errors import InvalidInputError
 from orbita.engine.journeys.predicates import compile_where
 from orbita.model.journeys import Goal, Journey
-from orbita.services.workspace import Workspace
+from orbita.services.workspace import Workspace, read_value, write_value
 from orbita.store.state import AwareDateTime, attributions, journey_runs, outbox
 
 REVENUE_PROPERTIES = ("revenue", "total", "value")
@@ -113,6 +114,34 @@ def attribute_window(
                 stored=total.stored + found.stored,
             )
     return total
+
+
+# Where the worker's attribution got to (a workspace value), how often it runs, and how far
+# back each run looks again for goal events that arrived late (a phone's queue, an import).
+ATTRIBUTION_KEY = "attribution"
+ATTRIBUTE_EVERY = timedelta(minutes=5)
+LATE_EVENTS = timedelta(hours=1)
+
+
+def attribute_due(
+    *,
+    workspace: Workspace,
+    journeys: Mapping[str, Journey],
+    now: datetime,
+    every: timedelta = ATTRIBUTE_EVERY,
+) -> AttributionReport | None:
+    """The worker pass's attribution: the window since the last one, when `every` has
+    passed (None when it has not, or no journey has a goal)."""
+    if not any(journey.goal is not None for journey in journeys.values()):
+        return None
+    value = read_value(workspace=workspace, key=ATTRIBUTION_KEY)
+    last = datetime.fromisoformat(value["until"]) if value else None
+    if last is not None and now - last < every:
+        return None
+    start = last - LATE_EVENTS if last is not None else None
+    report = attribute_window(workspace=workspace, journeys=journeys, start=start, end=now)
+    write_value(workspace=workspace, key=ATTRIBUTION_KEY, value={"until": now.isoformat()}, now=now)
+    return report
 
 
 def _touched_customers(

@@ -22,6 +22,7 @@ from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
 from orbita.model.triggers import ApiTrigger
 from orbita.services.apply import Applied, applied_strategy, applied_version
+from orbita.services.attribution import attribute_due
 from orbita.services.broadcasts import broadcasts_due
 from orbita.services.journeys import (
     CustomerEvent,
@@ -76,6 +77,7 @@ def work_once(
         worker_id=worker_id,
         max_batches=max_batches,
     )
+    attribute_due(workspace=workspace, journeys=strategy.journeys, now=now)  # every 5 min
     return PassReport(
         entered=entered,
         advanced=report.claimed,
