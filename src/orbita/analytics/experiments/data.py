@@ -7,6 +7,9 @@ its window, as the journeys recorded it), the revenue of the goal event that con
 unsubscribed or complained between entry and the end of the goal window (message events;
 none stored yet counts zero). Daily looks (cumulative counts at the end of each day) feed the
 sequential test, which any of those days could have been decided on.
+
+Assignment is per customer (sticky), the unit is the run: a journey customers re-enter often
+gives correlated units and somewhat narrow intervals; the sample-ratio check counts customers.
 """
 
 from __future__ import annotations
@@ -141,8 +144,12 @@ def read_experiments(
                 listed = ", ".join(known) or "none is published: run `orbita apply FILE`"
                 raise NotFoundError(f"unknown journey {name!r} (known: {listed})")
         found: list[Experiment] = []
+        # Guardrail events no one has sent yet need no query per journey.
+        present = set(events.counts_by_name())
         for name in journeys or known:
-            facts = _read_runs(connection, events, name, now=now, revenue=revenue_property)
+            facts = _read_runs(
+                connection, events, name, now=now, revenue=revenue_property, present=present
+            )
             if facts is None:
                 continue
             found.extend(
@@ -177,7 +184,13 @@ def _micros(at: datetime) -> int:
 
 
 def _read_runs(
-    connection: Connection, events: EventStore, name: str, *, now: datetime | None, revenue: str
+    connection: Connection,
+    events: EventStore,
+    name: str,
+    *,
+    now: datetime | None,
+    revenue: str,
+    present: set[str],
 ) -> _Runs | None:
     definition_row = connection.execute(
         select(journey_versions.c.definition)
@@ -237,7 +250,7 @@ def _read_runs(
     guard = {
         label: _any_event_in_window(
             events,
-            names,
+            [n for n in names if n in present],
             customer=customer,
             entered=entered,
             window=window,
@@ -284,6 +297,8 @@ def _any_event_in_window(
     """Per run: whether the customer had one of these events from entry to the end of the
     goal window (to `until` without a goal)."""
     found = np.zeros(customer.size, dtype=np.bool_)
+    if not names:
+        return found
     people = sorted(set(customer.tolist()))
     stamps: dict[int, list[int]] = defaultdict(list)
     for name in names:
