@@ -11,8 +11,10 @@ same aiosmtpd server (its own process, so it has its own GIL), times:
   rendered 20 KB HTML body, headers per message) — the ceiling;
 - orbita: `deliver_due` on the workspace with the same number of SMTP connections:
   claiming, consent and suppression checks, Liquid over the compiled MJML (six cart lines,
-  money in the customer's locale), the plain-text part, MIME, the per-message commit before
-  the final dot, and the outbox bookkeeping.
+  money in the customer's locale), the plain-text part, link tracking (every link through
+  the click redirect, the open pixel, the message's links stored before it is sent), MIME,
+  the per-message commit before the final dot, the outbox bookkeeping, and the message
+  events (`Email Sent`, `Email Delivered`) appended to the event store.
 
 The server counts messages and distinct Message-IDs, so the run also checks that nothing
 was sent twice. DESIGN.md: the bare loop reached about 800 emails/s with 8 connections
@@ -50,9 +52,12 @@ from orbita.services.journeys import (
     publish_journeys,
     resolve_customers,
 )
+from orbita.services.tracking import LinkTracker, track_message
 from orbita.services.workspace import Workspace, init_workspace, open_workspace
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+LINK_SECRET = b"bench"
+PUBLIC_URL = "https://t.shop.example.com"
 
 PRODUCT = """
     <mj-section padding="8px 0"><mj-column width="35%">
@@ -323,7 +328,9 @@ async def measure(
     smtp = clients["email"]
     assert isinstance(smtp, SmtpClient)
     message = sample.message
-    _sender, raw, options = smtp.envelope(
+    # The bare loop sends what Orbita sends: links tracked, the open pixel in.
+    tracked, _links = track_message(
+        LinkTracker(secret=LINK_SECRET, public_url=PUBLIC_URL),
         OutgoingMessage(
             key="preview",
             channel="email",
@@ -334,8 +341,8 @@ async def measure(
             text=message.text,
             unsubscribe_url="https://shop.example.com/u/token",
         ),
-        eight_bit=True,
     )
+    _sender, raw, options = smtp.envelope(tracked, eight_bit=True)
     print(f"message size: {len(raw):,} bytes (text + HTML; MAIL options {options})")
     delivery = prepare_delivery(
         strategy=strategy,
@@ -343,7 +350,8 @@ async def measure(
         clients=clients,
         worker_id="bench",
         policy=DeliveryPolicy(batch_size=500),
-        link_secret=b"bench",
+        link_secret=LINK_SECRET,
+        public_url=PUBLIC_URL,  # tracking on: links rewritten, pixel, links stored
     )
     chunk = max(500, args.emails // args.rounds // 500 * 500)
     totals = {"bare": [0.0, 0.0, 0.0, 0], "orbita": [0.0, 0.0, 0.0, 0]}
@@ -377,6 +385,11 @@ async def measure(
     finally:
         await close_channels(clients)
     print(f"load average after: {load_average()}")
+    names = workspace.events.counts_by_name()
+    print(
+        f"message events stored: {names.get('Email Sent', 0):,} Email Sent, "
+        f"{names.get('Email Delivered', 0):,} Email Delivered"
+    )
     rates = {}
     for name, (seconds, client, served, emails) in totals.items():
         rates[name] = emails / seconds

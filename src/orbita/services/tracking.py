@@ -45,7 +45,7 @@ from orbita.store.state import consents, customers, outbox
 
 def link_token(secret: bytes, key: str, purpose: str = "unsubscribe") -> str:
     """`<key>.<signature>`: names the message and cannot be forged or moved to another."""
-    mac = hmac.new(secret, f"{purpose}:{key}".encode(), hashlib.sha256).hexdigest()[:32]
+    mac = hmac.digest(secret, f"{purpose}:{key}".encode(), "sha256").hex()[:32]
     return f"{key}.{mac}"
 
 
@@ -85,18 +85,27 @@ class LinkTracker:
 
     secret: bytes
     public_url: str
+    # The key's HMAC state, copied per link: the sender signs a dozen links a message.
+    _keyed: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        object.__setattr__(self, "_keyed", hmac.new(self.secret, digestmod=hashlib.sha256))
+
+    def _token(self, key: str, purpose: str) -> str:
+        """`link_token(secret, key, purpose)`, faster."""
+        mac = self._keyed.copy()
+        mac.update(f"{purpose}:{key}".encode())
+        return f"{key}.{mac.hexdigest()[:32]}"
 
     def open_url(self, key: str) -> str:
-        return f"{self.public_url}/t/o/{link_token(self.secret, key, 'open')}.gif"
+        return f"{self.public_url}/t/o/{self._token(key, 'open')}.gif"
 
     def click_url(self, key: str, index: int) -> str:
-        return f"{self.public_url}/t/c/{click_token(self.secret, key, index)}"
+        return f"{self.public_url}/t/c/{self._token(f'{key}-{index}', 'click')}"
 
     def unsubscribe_url(self, key: str) -> str:
-        return f"{self.public_url}/t/u/{link_token(self.secret, key)}"
+        return f"{self.public_url}/t/u/{self._token(key, 'unsubscribe')}"
 
     @property
     def prefix(self) -> str:
@@ -106,7 +115,6 @@ class LinkTracker:
 _ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
 _HREF = re.compile(r"""(\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _OPTED_OUT = re.compile(r"""\bdata-orbita-track\s*=\s*["']?off\b""", re.IGNORECASE)
-_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 # A URL in plain text; trailing punctuation belongs to the sentence, not the URL.
 _TEXT_URL = re.compile(r"""https?://[^\s<>()"']+""", re.IGNORECASE)
 _TRAILING = ".,;:!?"
@@ -124,19 +132,20 @@ class _Links:
     key: str
     skip: set[str]
     urls: list[str] = field(default_factory=list)
-    index: dict[str, int] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)  # url -> its click URL
 
     def tracked(self, url: str) -> str | None:
         """The click URL standing for `url`, or None when it stays as it is."""
+        found = self.redirects.get(url)
+        if found is not None:
+            return found
         if url in self.skip or not url.lower().startswith(("http://", "https://")):
             return None  # mailto:, tel:, anchors, the unsubscribe link, opted out
         if url.startswith(self.tracker.prefix) or "{{" in url or "{%" in url:
             return None
-        at = self.index.get(url)
-        if at is None:
-            at = self.index[url] = len(self.urls)
-            self.urls.append(url)
-        return self.tracker.click_url(self.key, at)
+        found = self.redirects[url] = self.tracker.click_url(self.key, len(self.urls))
+        self.urls.append(url)
+        return found
 
 
 def _rewrite_html(source: str, links: _Links) -> str:
@@ -146,7 +155,7 @@ def _rewrite_html(source: str, links: _Links) -> str:
         if href is None:
             return tag
         raw = next(value for value in href.groups()[1:] if value is not None)
-        url = html.unescape(raw).strip()
+        url = (html.unescape(raw) if "&" in raw else raw).strip()
         if _OPTED_OUT.search(tag):
             links.skip.add(url)  # also left alone in the text part
             return tag
@@ -170,10 +179,10 @@ def _rewrite_text(source: str, links: _Links) -> str:
 
 def _with_pixel(source: str, pixel_url: str) -> str:
     pixel = PIXEL.format(url=pixel_url)
-    ends = list(_BODY_END.finditer(source))
-    if not ends:
+    # (rfind: a regular expression over the whole body took a tenth of a render.)
+    at = max(source.rfind("</body"), source.rfind("</BODY"), source.rfind("</Body"))
+    if at < 0:
         return source + pixel
-    at = ends[-1].start()
     return source[:at] + pixel + source[at:]
 
 
