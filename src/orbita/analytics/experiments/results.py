@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from orbita.analytics.experiments.stats import (
@@ -137,7 +137,6 @@ class Verdict:
     p_value: float | None = None
     lift: float | None = None
     interval: Interval | None = None
-    details: dict[str, float] = field(default_factory=dict)
 
 
 def _rate(count: int, n: int) -> float | None:
