@@ -379,6 +379,9 @@ def _message_kpis(job: _Job, chosen: Sequence[str], dimension: str) -> list[KpiR
     table: dict[tuple[date, str], dict[str, tuple[int, int]]] = defaultdict(dict)
     for row in job.source.rows(grouped):
         table[(as_date(row["period"]), row["key"])][row["name"]] = (row["events"], row["customers"])
+    if dimension == "all":  # every period gets its row, as purchases do, even with no message
+        for period in job.periods():
+            table.setdefault((period, ""), {})
     rows: list[KpiRow] = []
     for (period, key), names in sorted(table.items()):
         events_of = {name: n for name, (n, _) in names.items()}

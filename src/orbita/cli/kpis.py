@@ -67,18 +67,17 @@ def render_goals(found: list[GoalProgress]) -> None:
     if not found:
         out.print("the strategy has no goals: add them under goals:", markup=False)
         return
-    table = Table("kpi", "of", "now", "target", "by", "expected now", "progress", "status", "trend")
+    table = Table("goal", "now", "target", "by", "on the path", "status")
     for goal in found:
-        trend = " ".join(shown(goal.kpi, point.value) for point in goal.trend[-4:])
         table.add_row(
-            goal.kpi,
-            _scope(goal),
+            f"{goal.kpi} ({_scope(goal)})",
             shown(goal.kpi, goal.current),
             shown(goal.kpi, goal.target),
             goal.by.isoformat(),
             shown(goal.kpi, goal.expected),
-            "-" if goal.fraction is None else f"{goal.fraction:.0%}",
             goal.status.replace("_", " "),
-            trend,
         )
     out.print(table)
+    for goal in found:
+        weeks = " ".join(shown(goal.kpi, point.value) for point in goal.trend)
+        out.print(f"{goal.kpi} ({_scope(goal)}) by week: {weeks}", markup=False, highlight=False)
