@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -72,6 +73,13 @@ class RunReport:
     refreshes: int = 0
     late_events: int = 0  # events older than the clock when they came: played at once
     per_window: list[int] = field(default_factory=list)
+    # Wall seconds per phase: events (stored and played), schedule (scheduled and date
+    # entries), refresh (segments and their enter/exit events), advance (due steps),
+    # on_window (the caller's hook).
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def _spent(self, phase: str, started: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
 
 
 class _Timeline:
@@ -150,6 +158,7 @@ def run_until(
     window_start = start
     while window_start < until:
         if timed_until <= window_start:
+            began = time.perf_counter()
             horizon = min(window_start + TIMED_HORIZON, until)
             timed = timed_entries(
                 workspace=workspace,
@@ -159,6 +168,7 @@ def run_until(
                 until=horizon,
             )
             timed_until = horizon
+            report._spent("schedule", began)
         window_end = min(window_start + step, until)
         # Nothing due before the next event, wake time, entry or refresh: jump to it.
         upcoming = [timeline.next_time(), _next_wake(workspace), timed_until]
@@ -168,6 +178,7 @@ def run_until(
         if soonest > window_end:
             window_end = min(soonest, until)
         played = 0
+        began = time.perf_counter()
         while True:
             # Events exactly at the window's end belong to the next window (they are due
             # once the clock passes them); the last window takes its end too.
@@ -180,12 +191,14 @@ def run_until(
                 break
             clock.set(max(clock.now(), records[-1].timestamp if records else window_start))
             played += _play(workspace, journeys, records, now_due, report, resolver)
+        report._spent("events", began)
         clock.set(window_end)
         if (
             refreshing
             and refresh_every is not None
             and (window_end - last_refresh >= refresh_every or window_end == until)
         ):
+            began = time.perf_counter()
             refresh_segments(workspace=workspace, strategy=strategy, as_of=window_end)
             report.refreshes += 1
             last_refresh = window_end
@@ -193,6 +206,8 @@ def run_until(
             if changes:
                 found = handle_events(workspace=workspace, journeys=journeys, events=changes)
                 _account(report, found)
+            report._spent("refresh", began)
+        began = time.perf_counter()
         advanced = advance_due(workspace=workspace, journeys=journeys, now=window_end)
         report.advanced += advanced.claimed
         report.messages += advanced.messages
@@ -200,10 +215,13 @@ def run_until(
         report.conversions += advanced.conversions
         report.ended += advanced.ended
         save_clock(workspace=workspace, now=window_end)
+        report._spent("advance", began)
         if on_window is not None:
+            began = time.perf_counter()
             later = list(on_window(window_start, window_end))
             report.late_events += sum(1 for r in later if r.timestamp < window_end)
             timeline.add(later)
+            report._spent("on_window", began)
         report.windows += 1
         report.per_window.append(played)
         if progress is not None:
