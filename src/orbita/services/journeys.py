@@ -304,16 +304,22 @@ def resolve_customers(
 
 class _EventHistory:
     """Events that branch conditions read, from the event store: per (event name, message
-    type), one query for all of a batch's customers over the widest window asked so far
-    (a condition whose window reaches further fetches again, wider)."""
+    type), one query for all of a batch's customers, from the earliest window start asked
+    so far up to the batch's horizon (the latest moment any of its decisions is taken at).
+    The evaluator applies each condition's own window to what was fetched, so one fetch
+    serves every run of the batch, whatever its wake time (fetching up to each decision's
+    own moment fetched again for nearly every run of a batch)."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
         self._customers: tuple[int, ...] = ()
+        self._horizon: datetime | None = None
         # (name, type) -> (start or None, end, events by customer) for `_customers`
-        self._fetched: dict[
-            tuple[str, str], tuple[datetime | None, datetime, dict[int, list[dict[str, Any]]]]
-        ] = {}
+        self._fetched: dict[tuple[str, str], _Fetched] = {}
+
+    def horizon(self, moment: datetime) -> None:
+        """No decision of the coming batch is taken after `moment`."""
+        self._horizon = moment
 
     def events(
         self,
@@ -328,18 +334,18 @@ class _EventHistory:
             self._fetched = {}
         key = (condition.event, condition.message_type)
         known = self._fetched.get(key)
-        if known is not None:
-            known_start, known_end, found = known
-            if end <= known_end and (
-                known_start is None or (start is not None and start >= known_start)
-            ):
-                return found
-            # Widen to cover both: windows of one batch differ by the runs' wake times.
-            start = None if start is None or known_start is None else min(start, known_start)
-            end = max(end, known_end)
-        found = self._query(condition, customer_ids, start=start, end=end)
-        self._fetched[key] = (start, end, found)
-        return found
+        if known is None or not known.covers(start, end):
+            if known is not None:
+                # Widen to cover both: windows of one batch differ by the runs' wake times.
+                start = None if start is None or known.start is None else min(start, known.start)
+                end = max(end, known.end)
+            if self._horizon is not None:
+                end = max(end, self._horizon)
+            known = _Fetched(start, end, self._query(condition, customer_ids, start=start, end=end))
+            self._fetched[key] = known
+        if condition.where or condition.aggregate.property is not None:
+            known.parse()
+        return known.found
 
     def _query(
         self,
@@ -360,9 +366,31 @@ class _EventHistory:
         )
         found: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in table.to_pylist():
-            row["properties"] = _json_object(row["properties"])
             found[int(row["customer_id"])].append(row)
         return dict(found)
+
+
+@dataclass(slots=True)
+class _Fetched:
+    """One fetch of `_EventHistory`: the events of (start, end] by customer. Properties stay
+    JSON text until a condition reads them (a count without `where` never does)."""
+
+    start: datetime | None
+    end: datetime
+    found: dict[int, list[dict[str, Any]]]
+    parsed: bool = False
+
+    def covers(self, start: datetime | None, end: datetime) -> bool:
+        return end <= self.end and (
+            self.start is None or (start is not None and start >= self.start)
+        )
+
+    def parse(self) -> None:
+        if not self.parsed:
+            for rows in self.found.values():
+                for row in rows:
+                    row["properties"] = _json_object(row["properties"])
+            self.parsed = True
 
 
 class _Profiles:
@@ -1119,11 +1147,13 @@ def handle_events(
         return EventsReport(0, 0, 0, 0, 0, 0, 0, 0)
     customer_ids = sorted({e.customer_id for e in ordered})
     first = ordered[0].record.timestamp
+    history = _EventHistory(workspace.events)
+    # Every decision below is taken at an event's time (runs catch up to it, entries start
+    # at it): none after the last one.
+    history.horizon(ordered[-1].record.timestamp)
     with workspace.state.begin() as connection:
         _begin_write(connection)
-        batch = _Batch(
-            connection=connection, journeys=journeys, history=_EventHistory(workspace.events)
-        )
+        batch = _Batch(connection=connection, journeys=journeys, history=history)
         by_customer: dict[int, list[str]] = defaultdict(list)
         # Always loaded, also to only enter: entry rules need the live runs' keys.
         # Live runs, and ended ones whose goal window is still open (late conversions).
@@ -1367,6 +1397,7 @@ def _advance_batches(
             ]
             if not states:
                 break
+            history.horizon(now)
             batch = _Batch(
                 connection=connection, journeys=journeys, worker_id=worker_id, history=history
             )
