@@ -20,9 +20,18 @@ import re
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 from orbita.model.durations import Duration
+from orbita.model.schema import JsonSchema, as_forms, with_forms
 from orbita.model.segments import MessageType
 from orbita.model.triggers import Where
 
@@ -47,6 +56,13 @@ class FunnelStep(BaseModel):
     event: str = Field(min_length=1)
     message_type: MessageType = "track"
     where: Where = ()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        short = {"type": "string", "minLength": 1, "description": "The event's name"}
+        return with_forms(core_schema, handler, lambda schema: as_forms(schema, short))
 
     @model_validator(mode="before")
     @classmethod

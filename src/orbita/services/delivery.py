@@ -57,6 +57,7 @@ from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, Ou
 from orbita.model.durations import format_duration
 from orbita.model.strategy import Strategy
 from orbita.services.message_events import MessageEvent, OnStored, record_message_events
+from orbita.services.recommendations import RecommendationCache, message_recommendations
 from orbita.services.send_rules import blocked_by_rules
 from orbita.services.templates import (
     DEFAULT_CURRENCY,
@@ -152,6 +153,8 @@ class Delivery:
     # Message events (`Email Sent`…) newly stored are handed here: a server's journeys.
     on_events: OnStored | None = None
     rng: random.Random = field(default_factory=random.Random)
+    # What templates read as `recommendations` (deliver_due gives it the workspace's).
+    recommendations: RecommendationCache | None = None
     _limiters: dict[str, _Limiter] = field(default_factory=dict)
     _recovered: bool = False
     # What this sender's claims carry: its worker id and a token of this run, so that two
@@ -328,6 +331,14 @@ def _context(
             "variant": row.get("variant"),
         },
         message={"key": row["idempotency_key"], "unsubscribe_url": unsubscribe},
+        extra={
+            "recommendations": message_recommendations(
+                cache=delivery.recommendations,
+                customer_id=profile.get("customer_id"),
+                properties=properties,
+                traits=traits,
+            )
+        },
         locale=str(profile.get("locale") or traits.get("locale") or DEFAULT_LOCALE),
         currency=str(traits.get("currency") or properties.get("currency") or DEFAULT_CURRENCY),
         timezone=str(profile.get("timezone") or delivery.strategy.timezone),
@@ -771,6 +782,8 @@ async def deliver_due(
     if now.tzinfo is None:
         raise InvalidInputError([], summary="deliver_due needs an aware datetime")
     worker = delivery.claim_id
+    if delivery.recommendations is None:
+        delivery.recommendations = RecommendationCache(workspace=workspace)
     recovered = 0
     if not delivery._recovered:
         recovered = recover_outbox(workspace=workspace, worker_id=delivery.worker_id, now=now)
@@ -1046,7 +1059,12 @@ def preview_message(
         "variant": variant,
         "payload": {"trigger_event": event, "properties": dict(properties or {})},
     }
-    delivery = Delivery(strategy=strategy, templates=compiled, clients={})
+    delivery = Delivery(
+        strategy=strategy,
+        templates=compiled,
+        clients={},
+        recommendations=RecommendationCache(workspace=workspace),
+    )
     unsubscribe = "" if found.transactional else _unsubscribe_url(delivery, config, key)
     try:
         rendered = render_message(
