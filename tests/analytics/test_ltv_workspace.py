@@ -32,6 +32,7 @@ from orbita.services.importer import import_customers, import_events
 from orbita.services.ltv import as_json, ltv_report
 from orbita.services.segments import preview_segment
 from orbita.services.workspace import Workspace, init_workspace, open_workspace
+from orbita.simulation.btyd import BGNBD, GammaGamma, simulate_repeats
 from orbita.store.state import customers
 
 # the real uvicorn runner the API tests use (tests/api/live_api.py)
@@ -39,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "api"))
 from live_api import running
 
 DAYS = 365
+# the clothing store's BTYD parameters (simulation/clothing.py)
+BTYD_PURCHASES = BGNBD(r=0.6, alpha=90.0, a=1.6, b=5.0)
+BTYD_SPEND = GammaGamma(p=4.5, q=3.5, gamma=45.0)
 
 STRATEGY = """
 workspace: shop
@@ -137,8 +141,15 @@ def test_ltv_traits_select_in_segments(store: Store) -> None:
         traits_select_in_segments(workspace)
 
 
+def profiles_of(workspace: Workspace) -> dict[int, dict[str, Any]]:
+    with workspace.state.connect() as connection:
+        rows = connection.execute(select(customers.c.customer_id, customers.c.traits))
+        return {cid: dict(traits or {}) for cid, traits in rows}
+
+
 def traits_select_in_segments(workspace: Workspace) -> None:
     strategy = parse_strategy(STRATEGY, source="strategy.yaml")
+    before = profiles_of(workspace)
     as_of = last_order(workspace)
     report = ltv_report(workspace=workspace, strategy=strategy, as_of=as_of, write_traits=True)
     assert report.written == report.customers
@@ -149,18 +160,14 @@ def traits_select_in_segments(workspace: Workspace) -> None:
     assert tiers["high"].mean_predicted_clv > tiers["medium"].mean_predicted_clv
     assert tiers["medium"].mean_predicted_clv > tiers["low"].mean_predicted_clv
 
-    with workspace.state.connect() as connection:
-        profiles = {
-            cid: traits or {}
-            for cid, traits in connection.execute(
-                select(customers.c.customer_id, customers.c.traits)
-            )
-        }
+    profiles = profiles_of(workspace)
     high = {cid for cid, traits in profiles.items() if traits.get("ltv_tier") == "high"}
     assert len(high) == tiers["high"].customers
     some = next(traits for traits in profiles.values() if "ltv_tier" in traits)
     assert {"predicted_clv_6m", "expected_purchases_6m", "p_alive", "churn_probability",
-            "historical_ltv", "email"} <= set(some)  # fmt: skip
+            "historical_ltv"} <= set(some)  # fmt: skip
+    # the other traits are kept
+    assert all(set(before[cid]) <= set(traits) for cid, traits in profiles.items())
     assert some["churn_probability"] == pytest.approx(1 - some["p_alive"], abs=2e-4)
 
     preview = preview_segment(
@@ -223,3 +230,37 @@ def test_api_answers_tidy_json_to_the_admin_key(store: Store) -> None:
             writer = httpx.Client(base_url=url, auth=(keys.write_key, ""))
             assert writer.get("/v1/analytics/ltv").status_code in (401, 403)
             assert httpx.get(f"{url}/v1/analytics/ltv").status_code == 401
+
+
+def test_traits_on_postgres(postgres_workspace: Workspace, tmp_path: Path) -> None:
+    """The same through PostgreSQL (state and events), on orders drawn from the generator's
+    BTYD process and imported as a JSONL file."""
+    rng = np.random.default_rng(11)
+    n, horizon = 400, 300.0
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    purchases, spend = BTYD_PURCHASES, BTYD_SPEND
+    rate, dropout = purchases.sample(rng, n)
+    first = rng.random(n) * horizon * 0.7
+    repeats = simulate_repeats(
+        rng, rate=rate, dropout=dropout, first=first, horizon=horizon, active=np.ones(n, bool)
+    )
+    owner = np.concatenate([np.arange(n), repeats.customer])
+    when = np.concatenate([first, repeats.time])
+    value = spend.sample_values(rng, spend.sample_rate(rng, n)[owner])
+    lines = [
+        json.dumps(
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "userId": f"u{c}",
+                "messageId": f"order-{i}",
+                "timestamp": (start + timedelta(days=float(t))).isoformat(),
+                "properties": {"revenue": round(float(v), 2)},
+            }
+        )
+        for i, (c, t, v) in enumerate(zip(owner, when, value, strict=True))
+    ]
+    path = tmp_path / "orders.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    import_events(workspace=postgres_workspace, path=path)
+    traits_select_in_segments(postgres_workspace)

@@ -151,8 +151,7 @@ class _Objective:
         g_r = digamma(r + k) - digamma(r)
         g_a = digamma(a + b) - digamma(a + b + k)
         g_b = digamma(b + k) - digamma(b) + g_a
-        with np.errstate(divide="ignore"):
-            log_b_x1 = np.log(b + k - 1)  # used for k >= 1 only
+        log_b_x1 = np.log(np.where(k > 0, b + k - 1, 1.0))  # used for k >= 1 only
         # terms that depend only on T: -(r+x) ln(α+T) summed over everyone
         log_age = np.log(alpha + self.ages)
         age_r = r * self.age_weight + self.age_x_weight
