@@ -22,6 +22,7 @@ from orbita.model.strategy import Strategy, parse_strategy
 from orbita.services.attribution import attribute_due, attribute_window, attribution_summary
 from orbita.services.delivery import deliver_due, prepare_delivery
 from orbita.services.ingest import store_records
+from orbita.services.journey_stats import journey_stats
 from orbita.services.journeys import (
     PublishedJourneys,
     advance_due,
@@ -172,6 +173,7 @@ def test_orders_are_credited_to_the_messages_before_them(workspace: Workspace, m
     assert report.attributed == len(expected_keys)
 
     summary = attribution_summary(workspace=workspace, journey="abandoned_cart")
+    assert journey_stats(workspace=workspace, name="abandoned_cart").attributed == summary
     arms = {(s.node, s.arm): s for s in summary}
     holdout_revenue = sum(total[k] for k, c in by_goal.items() if c[0]["customer_id"] in holdout)
     if holdout_revenue:

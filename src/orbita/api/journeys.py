@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -113,6 +114,7 @@ def _plain(item: JourneyStats) -> dict[str, Any]:
             {"node": s.node, "waiting": s.waiting, "passed": s.passed, "messages": s.messages}
             for s in item.steps
         ],
+        "attributed": [asdict(totals) for totals in item.attributed],
     }
 
 

@@ -129,3 +129,14 @@ def stats(
         for name_, counts in found.variants.items():
             variants.add_row(name_, f"{counts.entered:,}", f"{counts.converted:,}", _rate(counts))
         out.print(variants)
+    if found.attributed:
+        credited = Table("step", "variant", "arm", "attributed conversions", "revenue")
+        for totals in found.attributed:
+            credited.add_row(
+                totals.node or "-",
+                totals.variant or "-",
+                totals.arm,
+                f"{totals.conversions:,.2f}",
+                f"{totals.revenue:,.2f}",
+            )
+        out.print(credited)

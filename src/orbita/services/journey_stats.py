@@ -20,6 +20,7 @@ from sqlalchemy import Connection, case, func, select
 
 from orbita.analytics.experiments.data import journey_names, variant_counts
 from orbita.core.errors import NotFoundError
+from orbita.services.attribution import AttributedTotals, attribution_summary
 from orbita.services.workspace import Workspace
 from orbita.store.state import (
     LIVE_RUNS,
@@ -63,6 +64,8 @@ class JourneyStats:
     steps: list[StepStats] = field(default_factory=list)
     # A/B variants (split arms): runs sent that variant, and how many of them converted.
     variants: dict[str, ArmStats] = field(default_factory=dict)
+    # Goal events credited to its messages (per step and variant) and to its holdout arm.
+    attributed: list[AttributedTotals] = field(default_factory=list)
 
     @property
     def uplift(self) -> float | None:
@@ -99,6 +102,7 @@ def journey_stats(*, workspace: Workspace, name: str) -> JourneyStats:
             suppressed=summary.suppressed,
             steps=_steps(connection, name),
             variants=_variants(connection, name),
+            attributed=attribution_summary(workspace=workspace, journey=name),
         )
 
 
