@@ -85,6 +85,7 @@ def _objective(x: Floats, m: Floats) -> Objective:
     log_m = np.log(m)
     x_log_m = float(x @ log_m)
     sum_log_m = float(log_m.sum())
+    total = x * m  # a customer's repeat spend
     # per distinct count: px ln x, summed with its customers
     count_log = count_weight * np.log(counts)
 
@@ -92,24 +93,29 @@ def _objective(x: Floats, m: Floats) -> Objective:
         p, q, gamma = (float(v) for v in np.exp(theta))
         pk = p * counts
         per_count = gammaln(pk + q) - gammaln(pk) + pk * np.log(counts)
-        log_total = np.log(x * m + gamma)
+        shifted = total + gamma
+        log_total = np.log(shifted)
+        x_log_total, sum_log_total = float(x @ log_total), float(log_total.sum())
+        inverse = 1 / shifted
+        x_inverse, sum_inverse = float(x @ inverse), float(inverse.sum())
         value = (
             float(count_weight @ per_count)
             - n * gammaln(q)
             + n * q * np.log(gamma)
             + p * x_log_m
             - sum_log_m
-            - float((p * x + q) @ log_total)
+            - p * x_log_total
+            - q * sum_log_total
         )
         dp = (
             float(count_weight @ (counts * (digamma(pk + q) - digamma(pk))))
             + x_log_m
             + float(count_log @ counts)
-            - float(x @ log_total)
+            - x_log_total
         )
         dq = float(count_weight @ digamma(pk + q)) - n * digamma(q) + n * np.log(gamma)
-        dq -= float(log_total.sum())
-        dgamma = n * q / gamma - float(((p * x + q) / (x * m + gamma)).sum())
+        dq -= sum_log_total
+        dgamma = n * q / gamma - p * x_inverse - q * sum_inverse
         return value, np.array([dp * p, dq * q, dgamma * gamma])
 
     return objective
