@@ -54,7 +54,6 @@ from orbita.services.delivery import (
     preview_message,
     send_rules,
 )
-from orbita.services.journeys import OUTBOX_COLUMNS, _bulk_insert
 from orbita.services.segments import (
     _dialect,
     materialise_rfm,
@@ -583,39 +582,112 @@ def _write_rows(
     shape_of = np.where(
         plan.holdout, len(shapes) + 1, np.where(plan.arm < 0, len(shapes), plan.arm)
     )
-    columns = list(zip(*shapes, rest_shape, hold_shape, strict=True))
-    by_shape = [np.array(column, dtype=object)[shape_of].tolist() for column in columns]
-    moments, moment_of = np.unique(plan.at, return_inverse=True)
-    stamps = np.array([datetime.fromtimestamp(float(t), UTC) for t in moments], dtype=object)
-    times = stamps[moment_of].tolist()
-    members = plan.ids.tolist()
-    keys = [f"b{bid}:{customer}" for customer in members]
-    count = len(members)
-    all_rows = list(
-        zip(
-            keys,
-            by_shape[0],
-            itertools.repeat(journey, count),
-            members,
-            *by_shape[1:6],
-            itertools.repeat(payload, count),
-            by_shape[6],
-            itertools.repeat(0, count),
-            times,
-            itertools.repeat(now, count),
-            itertools.repeat(None, count),
-            strict=False,
-        )
-    )
+    every_shape = [*shapes, rest_shape, hold_shape]
     written = 0
-    for start in range(0, count, WRITE_CHUNK):
-        rows = all_rows[start : start + WRITE_CHUNK]
+    for start in range(0, len(plan.ids), WRITE_CHUNK):
+        end = start + WRITE_CHUNK
         with workspace.state.begin() as connection:
-            _bulk_insert(
-                connection, outbox, columns=OUTBOX_COLUMNS, rows=rows, conflict="idempotency_key"
+            written += _insert_recipients(
+                connection,
+                key_prefix=f"b{bid}:",
+                journey=journey,
+                payload=payload,
+                now=now,
+                shapes=every_shape,
+                customer_ids=plan.ids[start:end],
+                shape_of=shape_of[start:end],
+                at=plan.at[start:end],
             )
-        written += len(rows)
     return written
+
+
+# The varying columns go to a staging table (customer, shape, time: three numbers per row);
+# one INSERT ... SELECT joins the shapes' constant columns and builds the keys server-side.
+# The generic bulk insert (services/journeys.py) converts and sends every column of every
+# row, which for a broadcast's million near-identical rows was most of its time.
+_STAGE = "orbita_broadcast_rows"
+_INSERTED = (
+    "idempotency_key, run_id, journey, customer_id, node, kind, channel, template, variant, "
+    "payload, status, attempts, next_attempt_at, created_at, result"
+)
+
+
+def _insert_recipients(
+    connection: Connection,
+    *,
+    key_prefix: str,
+    journey: str,
+    payload: Mapping[str, Any],
+    now: datetime,
+    shapes: Sequence[tuple[Any, ...]],
+    customer_ids: np.ndarray,
+    shape_of: np.ndarray,
+    at: np.ndarray,
+) -> int:
+    """Write these recipients' outbox rows; a row whose key exists already is left as it is
+    (a send completed after a crash). Returns how many rows were given."""
+    cursor = connection.connection.cursor()
+    postgres = connection.dialect.name == "postgresql"
+    shape_rows = [(index, *shape) for index, shape in enumerate(shapes)]
+    if postgres:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+            "(customer_id int8, shape int4, at float8) ON COMMIT DELETE ROWS"
+        )
+        lines = "".join(
+            f"{c}\t{s}\t{t!r}\n"
+            for c, s, t in zip(customer_ids.tolist(), shape_of.tolist(), at.tolist(), strict=True)
+        )
+        with cursor.copy(f"COPY {_STAGE} (customer_id, shape, at) FROM STDIN") as copy:
+            copy.write(lines)
+        values = ", ".join("(%s::int4, %s, %s, %s, %s, %s, %s, %s)" for _ in shape_rows)
+        cursor.execute(
+            f"INSERT INTO outbox ({_INSERTED}) "
+            "SELECT %s || r.customer_id, s.run_id, %s, r.customer_id, s.node, s.kind, s.channel, "
+            "s.template, s.variant, %s::jsonb, s.status, 0, to_timestamp(r.at), %s, "
+            "'null'::jsonb "
+            f"FROM {_STAGE} AS r JOIN (VALUES {values}) "
+            "AS s (shape, run_id, node, kind, channel, template, variant, status) "
+            "ON s.shape = r.shape ON CONFLICT (idempotency_key) DO NOTHING",
+            (key_prefix, journey, json.dumps(payload), now, *itertools.chain(*shape_rows)),
+        )
+        return len(customer_ids)
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (customer_id INTEGER, shape INTEGER, at TEXT)"
+    )
+    cursor.execute(f"DELETE FROM {_STAGE}")
+    # AwareDateTime's SQLite form, once per distinct moment (few, unless throttled).
+    moments, moment_of = np.unique(at, return_inverse=True)
+    texts = np.array([_sqlite_text(float(t)) for t in moments], dtype=object)[moment_of]
+    cursor.executemany(
+        f"INSERT INTO {_STAGE} (customer_id, shape, at) VALUES (?, ?, ?)",
+        list(zip(customer_ids.tolist(), shape_of.tolist(), texts.tolist(), strict=True)),
+    )
+    values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in shape_rows)
+    cursor.execute(
+        f"WITH s (shape, run_id, node, kind, channel, template, variant, status) "
+        f"AS (VALUES {values}) "
+        f"INSERT INTO outbox ({_INSERTED}) "
+        "SELECT ? || r.customer_id, s.run_id, ?, r.customer_id, s.node, s.kind, s.channel, "
+        "s.template, s.variant, ?, s.status, 0, r.at, ?, 'null' "
+        f"FROM {_STAGE} AS r JOIN s ON s.shape = r.shape WHERE true "
+        "ON CONFLICT (idempotency_key) DO NOTHING",
+        (
+            *itertools.chain(*shape_rows),
+            key_prefix,
+            journey,
+            json.dumps(payload),
+            now.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
+        ),
+    )
+    cursor.execute(f"DELETE FROM {_STAGE}")
+    return len(customer_ids)
+
+
+def _sqlite_text(epoch: float) -> str:
+    """A moment as AwareDateTime stores it on SQLite: naive UTC with six decimals."""
+    moment = datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+    return moment.isoformat(" ", "microseconds")
 
 
 # --- pause, resume, cancel -----------------------------------------------------------------
