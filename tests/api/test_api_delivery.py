@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import smtplib
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from live_api import LiveServer
+from live_api import LiveServer, running
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "services"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "channels"))
 from delivery_setup import T0, queue_cart_emails, write_strategy
-from loopback import SmtpRecorder, smtp_server
+from dsn_samples import original_message, postfix_dsn
+from loopback import SmtpRecorder, free_port, smtp_server
 from sqlalchemy import select
 
+from orbita.api.app import create_app
 from orbita.channels import close_channels, open_channels
+from orbita.core.settings import Settings
 from orbita.model.strategy import Strategy
 from orbita.services.apply import apply_strategy
 from orbita.services.bounces import webhook_secret_for, webhook_signature
 from orbita.services.delivery import DeliveryReport, deliver_due, prepare_delivery
-from orbita.services.workspace import Workspace
+from orbita.services.workspace import Workspace, init_workspace, open_workspace
 from orbita.store.state import outbox, suppressions
 
 
@@ -148,3 +152,32 @@ def test_bounce_webhook_callers_and_shapes(server: LiveServer, tmp_path: Path) -
         suppressed = sorted(row.address for row in connection.execute(select(suppressions)))
         assert connection.execute(select(outbox)).first() is None
     assert suppressed == ["p@example.org", "r@x.org", "s@x.org"]
+
+
+def test_the_server_takes_bounce_reports_by_smtp_when_asked(tmp_path: Path) -> None:
+    """ORBITA_BOUNCE_PORT: `orbita serve` runs the bounce mailbox itself (the embedded event
+    store admits one process)."""
+    mailbox_port = free_port()
+    settings = Settings(
+        workspace=tmp_path / "ws",
+        parse_workers=0,
+        bounce_port=mailbox_port,
+        bounce_domains=["bounces.example.com"],
+    )
+    init_workspace(settings=settings)
+    with (
+        open_workspace(settings=settings) as workspace,
+        running(create_app(settings=settings, workspace=workspace)),
+    ):
+        key = "0123456789abcdef0123456789abcdef"
+        verp = f"bounces+{key}@bounces.example.com"
+        report = postfix_dsn(
+            original=original_message(to="t@example.org", key=key),
+            return_path=verp,
+            recipient="t@example.org",
+        )
+        with smtplib.SMTP("127.0.0.1", mailbox_port) as client:
+            client.sendmail("", [verp], report)
+        with workspace.state.connect() as connection:
+            reasons = {r.address: r.reason for r in connection.execute(select(suppressions))}
+    assert reasons["t@example.org"].startswith("hard bounce: 5.1.1")

@@ -59,6 +59,7 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
             schedule: asyncio.Task[None] | None = None
             worker: asyncio.Task[None] | None = None
             sender = _sender(settings, opened, live) if settings.deliver_interval > 0 else None
+            mailbox = delivery.bounce_mailbox(settings, opened, live)
             try:
                 app.state.orbita = context = ApiContext(
                     settings=settings,
@@ -77,8 +78,12 @@ def create_app(*, settings: Settings, workspace: Workspace | None = None) -> Fas
                     )
                 if sender is not None:
                     sender.start()
+                if mailbox is not None:
+                    mailbox.start()
                 yield
             finally:
+                if mailbox is not None:
+                    await run_in_threadpool(mailbox.stop)
                 if sender is not None:
                     await run_in_threadpool(sender.stop)
                 for task in (schedule, worker):

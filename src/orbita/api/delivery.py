@@ -28,11 +28,15 @@ from starlette.concurrency import run_in_threadpool
 from orbita.api.auth import AdminKey, bearer_scheme, require_admin, unauthorized
 from orbita.api.deps import context_of
 from orbita.api.errors import ApiError
-from orbita.channels.email.bounces import parse_webhook
+from orbita.channels.email.bounces import BounceMailbox, parse_webhook
 from orbita.core.errors import FieldProblem, InvalidInputError
+from orbita.core.settings import Settings
+from orbita.model.bounces import Bounce
 from orbita.services.bounces import check_webhook_call, process_bounces, webhook_secret_for
 from orbita.services.dead_letters import MAX_PAGE, dead_letters, retry_dead_letters
 from orbita.services.delivery import outbox_status
+from orbita.services.work import LiveJourneys
+from orbita.services.workspace import Workspace
 
 router = APIRouter(tags=["delivery"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -185,4 +189,25 @@ async def bounce_webhook(
             name: counts.get(name, 0)
             for name in ("suppressed", "counted", "duplicate", "unmatched")
         },
+    )
+
+
+def bounce_mailbox(
+    settings: Settings, workspace: Workspace, journeys: LiveJourneys
+) -> BounceMailbox | None:
+    """`orbita serve`'s bounce mailbox when ORBITA_BOUNCE_PORT is set: the embedded event
+    store admits one process, so the server takes the reports itself."""
+    if not settings.bounce_port:
+        return None
+
+    def process(bounces: list[Bounce]) -> None:
+        process_bounces(
+            workspace=workspace,
+            bounces=bounces,
+            now=workspace.clock.now(),
+            on_stored=journeys.on_stored,
+        )
+
+    return BounceMailbox(
+        process, domains=settings.bounce_domains, host=settings.host, port=settings.bounce_port
     )

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # links in messages start with it.
     public_url: str = "http://127.0.0.1:8765"
 
+    # `orbita serve` takes bounce reports by SMTP on this port (0: off), for these
+    # domains (empty: any), as `orbita bounces serve` does.
+    bounce_port: int = 0
+    bounce_domains: list[str] = Field(default_factory=list)
+
     @property
     def state_url(self) -> str:
         if self.database_url:
