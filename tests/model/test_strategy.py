@@ -183,3 +183,21 @@ def test_journeys_are_part_of_the_strategy_with_their_lines() -> None:
     [problem] = raised.value.problems
     assert problem.line == 3
     assert "no step has the id 'sms_nudge'" in problem.message
+
+
+def test_yaml_reads_no_yes_and_on_as_words_and_only_true_false_as_booleans() -> None:
+    # YAML 1.1 reads NO (Norway), yes and on as booleans; editors' YAML servers read 1.2.
+    strategy = parse_strategy(
+        """
+workspace: shop
+segments:
+  norway: {trait: country, eq: NO}
+  says_yes: {trait: answer, in: [yes, on, off]}
+  opted_in: {trait: opted_in, eq: true}
+""",
+        source="strategy.yaml",
+    )
+    dumped = {name: s.model_dump(exclude_none=True) for name, s in strategy.segments.items()}
+    assert "'NO'" in str(dumped["norway"])
+    assert "['yes', 'on', 'off']" in str(dumped["says_yes"])
+    assert "True" in str(dumped["opted_in"])

@@ -7,6 +7,7 @@ place of its key (or, for a list item, of the item) is kept beside it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,11 +71,27 @@ def _keys_named(value: Any, key: str, path: Path) -> Iterator[tuple[Path, Any]]:
             yield from _keys_named(child, key, (*path, index))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans, as editors' YAML servers read them: only true and false. In YAML 1.1
+    `on`, `off`, `yes` and `no` are booleans too, which turned `trigger: {segment: x, on:
+    exited}` into a key `True`."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def read_yaml(text: str, *, source: str) -> YamlSource:
     """Parse YAML text; a syntax error or a key written twice is an InvalidInputError with
     the line (a duplicate would otherwise silently replace the first)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -91,7 +108,7 @@ def read_yaml(text: str, *, source: str) -> YamlSource:
     _walk(root, (), places, problems)
     if problems:
         raise InvalidInputError(problems, summary=f"{source}: invalid")
-    loader = yaml.SafeLoader("")
+    loader = _Loader("")
     try:
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as error:
