@@ -15,10 +15,13 @@ from orbita.analytics.kpis import (
     CATALOGUE,
     MESSAGE_EVENTS,
     OWN_EVENTS,
+    SUMMARY_METRICS,
     KpiOptions,
     compute_kpis,
+    kpi_summary,
     kpi_value,
     lapse_days,
+    shown,
 )
 from orbita.core.errors import UserError
 from orbita.services.strategy import load_strategy
@@ -227,6 +230,18 @@ def test_one_value_over_a_range_and_bad_names(embedded_workspace: Workspace) -> 
     assert row is not None and row.value == pytest.approx(
         expected[("open_rate", start.date(), "journey", "win_back")]
     )
+    summary = kpi_summary(
+        events=embedded_workspace.events,
+        state=embedded_workspace.state,
+        start=start,
+        end=end,
+        options=OPTIONS,
+    )
+    assert tuple(r.metric for r in summary) == SUMMARY_METRICS
+    assert [r.value for r in summary] == pytest.approx(
+        [expected[(m, start.date(), "all", "")] for m in SUMMARY_METRICS]
+    )
+    assert shown("open_rate", 0.25) == "25.0%" and shown("revenue", 1234.5) == "1,234.50"
     with pytest.raises(UserError, match=r"^metric: unknown KPI 'opens'"):
         compute_kpis(
             events=embedded_workspace.events,

@@ -730,7 +730,7 @@ def kpi_summary(
 ) -> list[KpiRow]:
     """The headline KPIs over the whole of [start, end), one row each, in SUMMARY_METRICS
     order (a closing summary, as the demo prints it; `shown` formats the values)."""
-    return compute_kpis(
+    rows = compute_kpis(
         events=events,
         state=state,
         start=start,
@@ -740,6 +740,7 @@ def kpi_summary(
         dimensions=["all"],
         options=options,
     )
+    return sorted(rows, key=lambda row: SUMMARY_METRICS.index(row.metric))
 
 
 def shown(metric: str, value: float | None) -> str:
