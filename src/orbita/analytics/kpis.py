@@ -534,13 +534,17 @@ def _churn_kpis(job: _Job, chosen: Sequence[str], dimension: str) -> list[KpiRow
         pe=_bucket(job, bounds.e),
         churned=bounds.e < timestamp(job.end),
     )
-    starts = marks.group_by(p=marks.ps).aggregate(n=marks.count())
-    ends = marks.group_by(p=marks.pe).aggregate(
-        n=marks.count(),
-        churned=_count_of(marks.churned & (marks.ps < marks.pe)),
+    # One pass: spells counted by (period begun, period over); a few hundred cells at most.
+    cells = marks.group_by("ps", "pe").aggregate(
+        n=marks.count(), churned=_count_of(marks.churned & (marks.ps < marks.pe))
     )
-    started = {as_date(r["p"]): int(r["n"]) for r in job.source.rows(starts)}
-    ended = {as_date(r["p"]): (int(r["n"]), int(r["churned"] or 0)) for r in job.source.rows(ends)}
+    started: dict[date, int] = defaultdict(int)
+    ended: dict[date, tuple[int, int]] = {}
+    for cell in job.source.rows(cells):
+        began, lapsed = as_date(cell["ps"]), as_date(cell["pe"])
+        started[began] += int(cell["n"])
+        n, churned = ended.get(lapsed, (0, 0))
+        ended[lapsed] = (n + int(cell["n"]), churned + int(cell["churned"] or 0))
     rows: list[KpiRow] = []
     for period in job.periods():
         # Spells begun before the period's start, less those already over by then.
