@@ -151,7 +151,7 @@ def _process_one(
     now: datetime,
     policy: BouncePolicy,
 ) -> tuple[BounceOutcome, MessageEvent | None]:
-    if address is None:
+    if address is None or len(address) > 320:  # (longer is no address: RFC 5321)
         reason = "neither the report nor its message names an address"
         return BounceOutcome(bounce.kind, None, bounce.outbox_key, "unmatched", reason), None
     address = address.lower()

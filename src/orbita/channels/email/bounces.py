@@ -372,7 +372,8 @@ def _ses_message(message: Mapping[str, Any], *, report_id: str) -> list[Bounce]:
         permanent = bounce.get("bounceType") == "Permanent"
         found = []
         for recipient in bounce.get("bouncedRecipients") or []:
-            status = recipient.get("status")
+            found_status = _ENHANCED.search(str(recipient.get("status") or ""))
+            status = found_status.group(0) if found_status else None
             hard = permanent or str(status or "").startswith("5")
             found.append(
                 Bounce(
