@@ -30,7 +30,7 @@ from orbita.model.strategy import parse_strategy
 from orbita.services.generate import generate_store
 from orbita.services.importer import import_customers, import_events
 from orbita.services.ltv import as_json, ltv_report
-from orbita.services.segments import preview_segment
+from orbita.services.segments import preview_segment, refresh_segments
 from orbita.services.workspace import Workspace, init_workspace, open_workspace
 from orbita.simulation.btyd import BGNBD, GammaGamma, simulate_repeats
 from orbita.store.state import customers
@@ -49,6 +49,8 @@ workspace: shop
 segments:
   high_value: {trait: ltv_tier, eq: high}
   likely_lost: {trait: churn_probability, gte: 0.5}
+stages:
+  - {name: new, segment: {trait: expected_purchases_6m, gte: 0.5}}
 ltv:
   horizon_months: 6
   tiers: {high: 0.8, medium: 0.4, low: 0}
@@ -179,6 +181,20 @@ def traits_select_in_segments(workspace: Workspace) -> None:
     )
     expected = {c for c, t in profiles.items() if t.get("churn_probability", -1) >= 0.5}
     assert {m.customer_id for m in lost.sample} == expected and expected
+
+    # after a refresh the report breaks the value down by segment and stage
+    refresh_segments(workspace=workspace, strategy=strategy, as_of=as_of)
+    again = ltv_report(workspace=workspace, strategy=strategy, as_of=as_of)
+    by_segment = {g.name: g for g in again.segments}
+    assert by_segment["high_value"].customers == len(high)
+    assert by_segment["high_value"].predicted_clv == pytest.approx(tiers["high"].predicted_clv)
+    assert by_segment["likely_lost"].customers == len(expected)
+    assert by_segment["likely_lost"].mean_p_alive <= 0.5
+    stages = {g.name: g for g in again.stages}
+    assert stages["new"].customers + stages["(no stage)"].customers == again.customers
+    assert stages["new"].customers == sum(
+        1 for t in profiles.values() if t.get("expected_purchases_6m", 0) >= 0.5
+    )
 
     plotted = as_json(report)
     assert [p["param"] for p in plotted["models"][0]["params"]] == ["r", "alpha", "a", "b"]

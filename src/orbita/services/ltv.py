@@ -7,7 +7,7 @@ branches and templates use them as they use any trait: `{trait: ltv_tier, eq: hi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,16 +61,6 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
-class CustomerLtv:
-    customer_id: int
-    tier: str
-    predicted_clv: float
-    expected_purchases: float
-    p_alive: float
-    historical_ltv: float
-
-
-@dataclass(frozen=True, slots=True)
 class LtvReport:
     as_of: datetime
     purchase_event: str
@@ -120,10 +110,10 @@ def ltv_report(
     except FitError as error:
         raise UserError(f"ltv: {error}") from None
     values = _values(summary, fitted, config)
-    per_customer = values.customers
     stage_of = _stages(workspace)
-    segment_members = _segment_members(workspace, list(strategy.segments))
-    written = _write_traits(workspace, per_customer, config) if write_traits else 0
+    stage = np.array([stage_of.get(int(cid), NO_STAGE) for cid in values.customer_id])
+    members = _segment_members(workspace, list(strategy.segments))
+    written = _write_traits(workspace, values, config) if write_traits else 0
     checked = (
         calibration(workspace.events, cutoff=moment, purchase=purchase)
         if with_calibration
@@ -141,20 +131,16 @@ def ltv_report(
         purchases=fitted,
         spend=values.spend,
         historical_ltv=float(summary.revenue.sum()),
-        predicted_clv=float(sum(c.predicted_clv for c in per_customer)),
+        predicted_clv=float(values.clv.sum()),
         tiers=tuple(
-            _group(name, [c for c in per_customer if c.tier == name]) for name in config.tiers
+            _group(name, values, values.tier == index)
+            for index, name in enumerate(values.tier_names)
         ),
         segments=tuple(
-            _group(name, [c for c in per_customer if c.customer_id in members])
-            for name, members in segment_members.items()
+            _group(name, values, np.isin(values.customer_id, ids)) for name, ids in members.items()
         ),
         stages=tuple(
-            _group(
-                name or "(no stage)",
-                [c for c in per_customer if stage_of.get(c.customer_id, NO_STAGE) == name],
-            )
-            for name in [*stage_names, NO_STAGE]
+            _group(name or "(no stage)", values, stage == name) for name in [*stage_names, NO_STAGE]
         ),
         margin=None,
         calibration=checked,
@@ -164,8 +150,16 @@ def ltv_report(
 
 @dataclass(frozen=True, slots=True)
 class _Values:
+    """Per customer with a purchase, in customer_id order."""
+
     spend: GammaGammaFit | None
-    customers: list[CustomerLtv]
+    customer_id: np.ndarray[Any, np.dtype[np.int64]]
+    tier: np.ndarray[Any, np.dtype[np.intp]]  # index into tier_names
+    tier_names: tuple[str, ...]
+    clv: np.ndarray[Any, np.dtype[np.float64]]
+    purchases: np.ndarray[Any, np.dtype[np.float64]]
+    p_alive: np.ndarray[Any, np.dtype[np.float64]]
+    historical: np.ndarray[Any, np.dtype[np.float64]]
 
 
 def _values(summary: Histories, fitted: BGNBDFit, config: LtvConfig) -> _Values:
@@ -205,32 +199,28 @@ def _values(summary: Histories, fitted: BGNBDFit, config: LtvConfig) -> _Values:
     starts = np.array([config.tiers[name] for name in names])
     # tiers are sorted from the highest start down: the first whose start the quantile reaches
     tier_index = np.argmax(quantile[:, None] >= starts[None, :], axis=1)
-    rows = [
-        CustomerLtv(
-            customer_id=int(cid),
-            tier=names[int(t)],
-            predicted_clv=float(c),
-            expected_purchases=float(e),
-            p_alive=float(a),
-            historical_ltv=float(h),
-        )
-        for cid, t, c, e, a, h in zip(
-            summary.customer_id, tier_index, clv, purchases, alive, summary.revenue, strict=True
-        )
-    ]
-    return _Values(spend=spend, customers=rows)
+    return _Values(
+        spend=spend,
+        customer_id=summary.customer_id,
+        tier=tier_index,
+        tier_names=tuple(names),
+        clv=np.asarray(clv, dtype=np.float64),
+        purchases=np.asarray(purchases, dtype=np.float64),
+        p_alive=np.asarray(alive, dtype=np.float64),
+        historical=summary.revenue,
+    )
 
 
-def _group(name: str, rows: Sequence[CustomerLtv]) -> Group:
-    n = len(rows)
-    clv = sum(r.predicted_clv for r in rows)
+def _group(name: str, values: _Values, members: np.ndarray[Any, np.dtype[np.bool_]]) -> Group:
+    n = int(members.sum())
+    clv = float(values.clv[members].sum())
     return Group(
         name=name,
         customers=n,
-        historical_ltv=float(sum(r.historical_ltv for r in rows)),
-        predicted_clv=float(clv),
-        mean_predicted_clv=float(clv / n) if n else 0.0,
-        mean_p_alive=float(sum(r.p_alive for r in rows) / n) if n else 0.0,
+        historical_ltv=float(values.historical[members].sum()),
+        predicted_clv=clv,
+        mean_predicted_clv=clv / n if n else 0.0,
+        mean_p_alive=float(values.p_alive[members].mean()) if n else 0.0,
     )
 
 
@@ -245,9 +235,9 @@ def ltv_strategy(*, settings: Settings, path: Path | None = None) -> Strategy:
         return Strategy(workspace=settings.workspace.name or "workspace")
 
 
-def _segment_members(workspace: Workspace, names: Sequence[str]) -> dict[str, set[int]]:
+def _segment_members(workspace: Workspace, names: Sequence[str]) -> dict[str, list[int]]:
     """Current members of each segment, as the last refresh recorded them."""
-    found: dict[str, set[int]] = {name: set() for name in names}
+    found: dict[str, list[int]] = {name: [] for name in names}
     if not names:
         return found
     members = ibis.table({"segment": "string", "customer_id": "int64"}, name="segment_members")
@@ -255,7 +245,7 @@ def _segment_members(workspace: Workspace, names: Sequence[str]) -> dict[str, se
     for segment, customer_id in zip(
         rows.column("segment").to_pylist(), rows.column("customer_id").to_pylist(), strict=True
     ):
-        found[segment].add(int(customer_id))
+        found[segment].append(int(customer_id))
     return found
 
 
@@ -267,12 +257,13 @@ def _stages(workspace: Workspace) -> dict[int, str]:
         return {int(cid): str(stage) for cid, stage in connection.execute(query)}
 
 
-def _write_traits(workspace: Workspace, rows: Sequence[CustomerLtv], config: LtvConfig) -> int:
+def _write_traits(workspace: Workspace, values: _Values, config: LtvConfig) -> int:
     """Merge the LTV traits into the profiles, a chunk of customers per transaction."""
     names = config.trait_names()
     written = 0
-    for chunk in _chunks(rows, _WRITE_CHUNK):
-        by_id = {row.customer_id: row for row in chunk}
+    for start in range(0, values.customer_id.size, _WRITE_CHUNK):
+        rows = range(start, min(start + _WRITE_CHUNK, values.customer_id.size))
+        by_id = {int(values.customer_id[i]): _traits(values, i, names) for i in rows}
         with workspace.state.begin() as connection:
             current = connection.execute(
                 select(customers.c.customer_id, customers.c.traits).where(
@@ -280,7 +271,7 @@ def _write_traits(workspace: Workspace, rows: Sequence[CustomerLtv], config: Ltv
                 )
             ).all()
             updates = [
-                {"cid": cid, "new_traits": {**dict(traits or {}), **_traits(by_id[cid], names)}}
+                {"cid": cid, "new_traits": {**dict(traits or {}), **by_id[cid]}}
                 for cid, traits in current
             ]
             if updates:
@@ -294,20 +285,16 @@ def _write_traits(workspace: Workspace, rows: Sequence[CustomerLtv], config: Ltv
     return written
 
 
-def _traits(row: CustomerLtv, names: Mapping[str, str]) -> dict[str, Any]:
+def _traits(values: _Values, i: int, names: Mapping[str, str]) -> dict[str, Any]:
+    alive = float(values.p_alive[i])
     return {
-        names["clv"]: round(row.predicted_clv, 2),
-        names["purchases"]: round(row.expected_purchases, 4),
-        names["p_alive"]: round(row.p_alive, 4),
-        names["churn"]: round(1 - row.p_alive, 4),
-        names["historical"]: round(row.historical_ltv, 2),
-        names["tier"]: row.tier,
+        names["clv"]: round(float(values.clv[i]), 2),
+        names["purchases"]: round(float(values.purchases[i]), 4),
+        names["p_alive"]: round(alive, 4),
+        names["churn"]: round(1 - alive, 4),
+        names["historical"]: round(float(values.historical[i]), 2),
+        names["tier"]: values.tier_names[int(values.tier[i])],
     }
-
-
-def _chunks(rows: Sequence[CustomerLtv], size: int) -> Iterator[Sequence[CustomerLtv]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 def as_json(report: LtvReport) -> dict[str, Any]:
