@@ -45,7 +45,7 @@ from orbita.services.journeys import (
     load_journeys,
     resolve_customers,
 )
-from orbita.services.scheduler import segment_changes, timed_entries
+from orbita.services.scheduler import DateFires, segment_changes, timed_entries
 from orbita.services.segments import refresh_segments
 from orbita.services.workspace import Workspace, read_value, write_value
 from orbita.store.state import LIVE_RUNS, journey_runs
@@ -155,6 +155,7 @@ def run_until(
     last_refresh = start
     timed: list[CustomerEvent] = []  # scheduled entries worked out up to `timed_until`
     timed_until = start
+    fires = DateFires()  # date triggers' next fires, worked out once per customer and fire
     window_start = start
     while window_start < until:
         if timed_until <= window_start:
@@ -166,6 +167,7 @@ def run_until(
                 journeys=journeys,
                 after=timed_until,
                 until=horizon,
+                fires=fires,
             )
             timed_until = horizon
             report._spent("schedule", began)

@@ -9,7 +9,7 @@ message id is (trigger, journey, customer, moment): a window fired twice (a rest
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +42,33 @@ class _Profile:
     customer_id: int
     user_id: str | None
     timezone: str | None
-    traits: Mapping[str, Any]
+    traits: Mapping[str, Any]  # only the traits date triggers read
+
+
+class DateFires:
+    """When each date trigger next fires, remembered across the consecutive windows of one
+    run: the first fire strictly after a moment stays the first one after any later moment
+    that it is still after, so a customer's date is worked out again only once its fire has
+    passed (not for every customer every simulated day)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[DateTrigger, Any, str], tuple[datetime, datetime | None]] = {}
+
+    def next(
+        self, trigger: DateTrigger, *, value: Any, after: datetime, timezone: str
+    ) -> datetime | None:
+        try:
+            key = (trigger, value, timezone)
+            known = self._known.get(key)
+        except TypeError:  # a list or object trait: nothing to remember it by
+            return next_date_trigger(trigger, value=value, after=after, timezone=timezone)
+        if known is not None:
+            since, fire = known
+            if since <= after and (fire is None or fire > after):
+                return fire
+        fire = next_date_trigger(trigger, value=value, after=after, timezone=timezone)
+        self._known[key] = (after, fire)
+        return fire
 
 
 def timed_entries(
@@ -52,8 +78,10 @@ def timed_entries(
     journeys: PublishedJourneys,
     after: datetime,
     until: datetime,
+    fires: DateFires | None = None,
 ) -> list[CustomerEvent]:
-    """Every entry a schedule or date trigger makes in (after, until], in time order."""
+    """Every entry a schedule or date trigger makes in (after, until], in time order.
+    `fires`: kept by a caller that asks for consecutive windows (`orbita run`)."""
     timed = {
         name: journey.journey.trigger
         for name, journey in journeys.current.items()
@@ -61,7 +89,9 @@ def timed_entries(
     }
     if not timed or until <= after:
         return []
-    profiles = _profiles(workspace)
+    fires = fires or DateFires()
+    dates = {t.trait for t in timed.values() if isinstance(t, DateTrigger)}
+    profiles = _profiles(workspace, traits=sorted(dates))
     if any(isinstance(t, ScheduleTrigger) and t.segment for t in timed.values()):
         sync_customer_snapshot(workspace=workspace, full=False)
     entries: list[CustomerEvent] = []
@@ -73,16 +103,33 @@ def timed_entries(
                 )
             )
         elif isinstance(trigger, DateTrigger):
-            entries.extend(_dated(journeys, name, trigger, profiles, after=after, until=until))
+            entries.extend(
+                _dated(journeys, name, trigger, profiles, fires, after=after, until=until)
+            )
     entries.sort(key=lambda e: (e.record.timestamp, e.journey or "", e.customer_id))
     return entries
 
 
-def _profiles(workspace: Workspace) -> list[_Profile]:
-    query = select(customers.c.customer_id, customers.c.user_id, customers.c.timezone)
+def _profiles(workspace: Workspace, *, traits: Sequence[str]) -> list[_Profile]:
+    """Every profile with the traits named (read out of the JSON by the database: parsing
+    every profile's traits each simulated day was most of the schedule's time)."""
+    query = select(
+        customers.c.customer_id,
+        customers.c.user_id,
+        customers.c.timezone,
+        *(customers.c.traits[name] for name in traits),
+    )
     with workspace.state.connect() as connection:
-        rows = connection.execute(query.add_columns(customers.c.traits)).all()
-    return [_Profile(int(r[0]), r[1], r[2], r[3] or {}) for r in rows]
+        rows = connection.execute(query).all()
+    return [
+        _Profile(
+            int(r[0]),
+            r[1],
+            r[2],
+            {name: value for name, value in zip(traits, r[3:], strict=True) if value is not None},
+        )
+        for r in rows
+    ]
 
 
 def _occurrences(cron: str, *, zone: str, after: datetime, until: datetime) -> Iterator[datetime]:
@@ -129,6 +176,7 @@ def _dated(
     name: str,
     trigger: DateTrigger,
     profiles: list[_Profile],
+    fires: DateFires,
     *,
     after: datetime,
     until: datetime,
@@ -138,11 +186,11 @@ def _dated(
         if value is None:
             continue
         zone = profile.timezone or journeys.timezone
-        moment = next_date_trigger(trigger, value=value, after=after, timezone=zone)
+        moment = fires.next(trigger, value=value, after=after, timezone=zone)
         while moment is not None and moment <= until:
             props = {trigger.trait: value}
             yield _entry(name, profile, moment, kind="date", event=DATE_REACHED, properties=props)
-            moment = next_date_trigger(trigger, value=value, after=moment, timezone=zone)
+            moment = fires.next(trigger, value=value, after=moment, timezone=zone)
 
 
 def _members_at(
