@@ -280,3 +280,25 @@ def test_traits_on_postgres(postgres_workspace: Workspace, tmp_path: Path) -> No
     path.write_text("\n".join(lines) + "\n")
     import_events(workspace=postgres_workspace, path=path)
     traits_select_in_segments(postgres_workspace)
+
+
+def test_pareto_nbd_when_the_strategy_asks(store: Store) -> None:
+    strategy = parse_strategy(
+        "workspace: shop\nltv: {model: pareto_nbd, horizon_months: 3}\n", source="strategy.yaml"
+    )
+    with store.workspace() as workspace:
+        cutoff = last_order(workspace) - timedelta(days=DAYS // 3)
+        cutoff = cutoff.replace(hour=0, minute=0, second=0, microsecond=0)
+        report = ltv_report(
+            workspace=workspace, strategy=strategy, as_of=cutoff, with_calibration=True
+        )
+    assert report.purchase_model == "Pareto/NBD"
+    assert list(report.purchases.params) == ["r", "alpha", "s", "beta"]
+    assert report.purchases.converged
+    assert report.calibration is not None
+    assert report.calibration.predicted_total == pytest.approx(
+        report.calibration.actual_total, rel=0.2
+    )
+    plotted = as_json(report)
+    assert plotted["models"][0]["model"] == "Pareto/NBD"
+    assert plotted["horizon_months"] == 3

@@ -97,7 +97,7 @@ def _show(report: LtvReport) -> None:
         f"{report.purchase_event!r} ({report.repeat_buyers:,} repeat buyers); "
         f"{report.horizon_months}-month CLV at {report.monthly_discount:.1%} a month"
     )
-    fits = [("BG/NBD", report.purchases.params, report.purchases.log_likelihood)]
+    fits = [(report.purchase_model, report.purchases.params, report.purchases.log_likelihood)]
     if report.spend is not None:
         fits.append(("Gamma-Gamma", report.spend.params, report.spend.log_likelihood))
     table = Table("model", "parameter", "estimate", "std. error", "log-likelihood")

@@ -2,6 +2,7 @@
 predicted value, and the tiers customers are sorted into by it.
 
     ltv:
+      model: bg_nbd                # or pareto_nbd
       purchase_event: Order Completed
       value_property: revenue
       horizon_months: 12
@@ -16,12 +17,17 @@ and `ltv_tier`, which segments, branches and templates read like any other trait
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LtvConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    model: Literal["bg_nbd", "pareto_nbd"] = Field(
+        "bg_nbd", description="The purchase model: BG/NBD or Pareto/NBD"
+    )
     purchase_event: str = Field("Order Completed", min_length=1)
     value_property: str = Field("revenue", min_length=1)
     horizon_months: int = Field(12, ge=1, le=120)

@@ -18,13 +18,14 @@ import numpy as np
 from sqlalchemy import bindparam, select, update
 
 from orbita.analytics.ltv import (
-    BGNBDFit,
+    PURCHASE_MODELS,
     Estimate,
     FitError,
     GammaGammaFit,
+    PurchaseFit,
     customer_values,
-    fit_bgnbd,
     fit_gamma_gamma,
+    fit_purchases,
 )
 from orbita.analytics.ltv.data import (
     Calibration,
@@ -69,7 +70,8 @@ class LtvReport:
     monthly_discount: float
     customers: int  # with a purchase before as_of
     repeat_buyers: int
-    purchases: BGNBDFit
+    purchase_model: str  # BG/NBD or Pareto/NBD
+    purchases: PurchaseFit
     spend: GammaGammaFit | None  # None: too few repeat buyers with a value
     historical_ltv: float  # every order's value, summed
     predicted_clv: float  # over the horizon, summed
@@ -106,7 +108,7 @@ def ltv_report(
     if summary.customers == 0:
         raise UserError(f"ltv: no {config.purchase_event!r} events before {moment.isoformat()}")
     try:
-        fitted = fit_bgnbd(summary.x, summary.t_x, summary.T)
+        fitted = fit_purchases(config.model, summary.x, summary.t_x, summary.T)
     except FitError as error:
         raise UserError(f"ltv: {error}") from None
     values = _values(summary, fitted, config)
@@ -115,7 +117,7 @@ def ltv_report(
     members = _segment_members(workspace, list(strategy.segments))
     written = _write_traits(workspace, values, config) if write_traits else 0
     checked = (
-        calibration(workspace.events, cutoff=moment, purchase=purchase)
+        calibration(workspace.events, cutoff=moment, purchase=purchase, model=config.model)
         if with_calibration
         else None
     )
@@ -128,6 +130,7 @@ def ltv_report(
         monthly_discount=config.monthly_discount,
         customers=summary.customers,
         repeat_buyers=int((summary.x > 0).sum()),
+        purchase_model=PURCHASE_MODELS[config.model],
         purchases=fitted,
         spend=values.spend,
         historical_ltv=float(summary.revenue.sum()),
@@ -162,7 +165,7 @@ class _Values:
     historical: np.ndarray[Any, np.dtype[np.float64]]
 
 
-def _values(summary: Histories, fitted: BGNBDFit, config: LtvConfig) -> _Values:
+def _values(summary: Histories, fitted: PurchaseFit, config: LtvConfig) -> _Values:
     repeat_with_value = (summary.x > 0) & (summary.monetary > 0)
     spend: GammaGammaFit | None = None
     if int(repeat_with_value.sum()) >= 10:
@@ -337,7 +340,7 @@ def as_json(report: LtvReport) -> dict[str, Any]:
         "margin": report.margin,
         "models": [
             {
-                "model": "BG/NBD",
+                "model": report.purchase_model,
                 "params": params(report.purchases.params),
                 "log_likelihood": report.purchases.log_likelihood,
                 "customers": report.purchases.customers,

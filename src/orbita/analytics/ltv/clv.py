@@ -9,8 +9,13 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from orbita.analytics.ltv.bgnbd import BGNBDFit, fit_bgnbd
 from orbita.analytics.ltv.fitting import Floats, fold
 from orbita.analytics.ltv.gammagamma import GammaGamma
+from orbita.analytics.ltv.paretonbd import ParetoNBDFit, fit_paretonbd
+
+PurchaseFit = BGNBDFit | ParetoNBDFit
+PURCHASE_MODELS = {"bg_nbd": "BG/NBD", "pareto_nbd": "Pareto/NBD"}
 
 
 class PurchaseModel(Protocol):
@@ -19,6 +24,17 @@ class PurchaseModel(Protocol):
     def expected_purchases_if_alive(
         self, t: float, x: npt.ArrayLike, T: npt.ArrayLike
     ) -> Floats: ...
+
+
+def fit_purchases(
+    model: str, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike
+) -> PurchaseFit:
+    """Fit the purchase model named `bg_nbd` or `pareto_nbd`."""
+    if model == "bg_nbd":
+        return fit_bgnbd(x, t_x, T)
+    if model == "pareto_nbd":
+        return fit_paretonbd(x, t_x, T)
+    raise ValueError(f"unknown purchase model {model!r} (use {', '.join(PURCHASE_MODELS)})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import ibis
 import numpy as np
 import pyarrow as pa
 
-from orbita.analytics.ltv.bgnbd import BGNBD, fit_bgnbd
+from orbita.analytics.ltv.clv import PurchaseModel, fit_purchases
 from orbita.analytics.ltv.fitting import Floats, Ints
 from orbita.core.errors import UserError
 from orbita.engine.segments.json_access import json_access
@@ -182,7 +182,7 @@ class Calibration:
     cutoff: datetime
     end: datetime
     holdout_days: int
-    model: BGNBD
+    model: PurchaseModel
     customers: int
     buckets: tuple[CalibrationBucket, ...]
     actual_total: float
@@ -195,10 +195,12 @@ def calibration(
     cutoff: datetime,
     end: datetime | None = None,
     purchase: PurchaseEvent | None = None,
+    model: str = "bg_nbd",
 ) -> Calibration:
-    """Fit BG/NBD on the purchases before `cutoff`, then compare, per number of repeat
-    purchases in that calibration period, the purchase days predicted for the holdout
-    [cutoff, end) with those that happened (Fader, Hardie & Lee 2005, fig. 4)."""
+    """Fit the purchase model (BG/NBD by default) on the purchases before `cutoff`, then
+    compare, per number of repeat purchases in that calibration period, the purchase days
+    predicted for the holdout [cutoff, end) with those that happened (Fader, Hardie & Lee
+    2005, fig. 4)."""
     purchase = purchase or PurchaseEvent()
     if cutoff.tzinfo is None:
         raise UserError("cutoff: needs a time zone")
@@ -214,13 +216,13 @@ def calibration(
     fitted = histories(days, cutoff=cutoff)
     if fitted.customers == 0:
         raise UserError(f"cutoff: no {purchase.event!r} events before {cutoff.date()}")
-    model = fit_bgnbd(fitted.x, fitted.t_x, fitted.T).model
+    purchases = fit_purchases(model, fitted.x, fitted.t_x, fitted.T).model
     holdout = end_day - cutoff_day
     in_holdout = (days.day >= cutoff_day) & np.isin(days.customer_id, fitted.customer_id)
     actual = np.zeros(fitted.customers)
     rows = np.searchsorted(fitted.customer_id, days.customer_id[in_holdout])
     np.add.at(actual, rows, 1.0)
-    predicted = model.conditional_expected_purchases(holdout, fitted.x, fitted.t_x, fitted.T)
+    predicted = purchases.conditional_expected_purchases(holdout, fitted.x, fitted.t_x, fitted.T)
     bucket = np.minimum(fitted.x, FREQUENCY_BUCKETS - 1).astype(np.int64)
     buckets = []
     for k in range(FREQUENCY_BUCKETS):
@@ -239,7 +241,7 @@ def calibration(
         cutoff=cutoff,
         end=end,
         holdout_days=int(holdout),
-        model=model,
+        model=purchases,
         customers=fitted.customers,
         buckets=tuple(buckets),
         actual_total=float(actual.sum()),
