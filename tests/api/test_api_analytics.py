@@ -100,6 +100,7 @@ def test_kpis_funnel_cohorts_and_goals(
         ("/v1/analytics/kpis", {"start": "2026-12-01T00:00:00Z"}, 400, "end: must come after"),
         ("/v1/analytics/funnels/nope", {}, 404, "funnel: unknown funnel 'nope'"),
         ("/v1/analytics/funnels/checkout", {"by": "colour"}, 400, "by: 'colour'"),
+        ("/v1/analytics/funnels/checkout", {"by": "segment:vipp"}, 400, "by: unknown segment"),
         ("/v1/analytics/cohorts", {"period": "total"}, 400, "period: cohorts need"),
         ("/v1/analytics/cohorts", {"by": "colour"}, 400, "by: 'colour' is not a cohort"),
         ("/v1/goals", {"as_of": "soon"}, 400, "as_of"),

@@ -171,6 +171,7 @@ def test_goals_progress(shop: tuple[str, list[dict[str, Any]]]) -> None:
         (("analytics", "kpis", "--start", "2026-01-01"), "--start: '2026-01-01' needs a time zone"),
         (("analytics", "funnel", "nope"), "funnel: unknown funnel 'nope'"),
         (("analytics", "funnel", "checkout", "--by", "colour"), "by: 'colour' is not a breakdown"),
+        (("analytics", "funnel", "checkout", "--by", "segment:vipp"), "by: unknown segment 'vipp'"),
         (("analytics", "cohorts", "--period", "total"), "--period: cohorts need"),
         (("analytics", "cohorts", "--by", "colour"), "by: 'colour' is not a cohort"),
         (("kpis", "--as-of", "yesterday"), "--as-of: 'yesterday' is not a date"),

@@ -314,7 +314,10 @@ def _unlabelled(by: str) -> str:
 _SEGMENT_LIST = re.compile(r"^segment:(.+)$")
 
 
-def breakdown_segments(by: str | None) -> list[str]:
-    """The segments a breakdown names (to check them against the strategy)."""
+def check_breakdown_segments(strategy: Strategy, by: str | None) -> None:
+    """A `segment:` breakdown must name segments of the strategy."""
     found = _SEGMENT_LIST.match(by or "")
-    return found.group(1).split(",") if found else []
+    for name in found.group(1).split(",") if found else []:
+        if name not in strategy.segments:
+            known = ", ".join(sorted(strategy.segments)) or "none is defined"
+            raise UserError(f"by: unknown segment {name!r} (known: {known})")

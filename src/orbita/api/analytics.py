@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from orbita.analytics.cohorts import compute_cohorts
-from orbita.analytics.funnels import compute_funnel, funnel_of
+from orbita.analytics.funnels import check_breakdown_segments, compute_funnel, funnel_of
 from orbita.analytics.goals import goals_progress
 from orbita.analytics.kpis import (
     PURCHASE_EVENT,
@@ -120,6 +120,7 @@ def funnel(
     strategy = _strategy(context, required=True)
     assert strategy is not None
     chosen = funnel_of(strategy, name)
+    check_breakdown_segments(strategy, by or chosen.by)
     since, until = _range(context, "month", start, end)
     result = compute_funnel(
         events=context.workspace.events,

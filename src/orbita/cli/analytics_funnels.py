@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orbita.analytics.funnels import ALL, FunnelResult, compute_funnel, funnel_of
+from orbita.analytics.funnels import (
+    ALL,
+    FunnelResult,
+    check_breakdown_segments,
+    compute_funnel,
+    funnel_of,
+)
 from orbita.cli.analytics_kpis import EndOption, StartOption, report_range, strategy_needed
 from orbita.cli.common import (
     DEFAULT_WORKSPACE,
@@ -42,7 +48,9 @@ def funnel(
     """Customers at each step, conversion from the previous and the first, median time."""
     settings = settings_for(workspace)
     with user_errors(workspace=workspace):
-        chosen = funnel_of(strategy_needed(settings, strategy), name)
+        found = strategy_needed(settings, strategy)
+        chosen = funnel_of(found, name)
+        check_breakdown_segments(found, by or chosen.by)
         with open_workspace(settings=settings) as ws:
             since, until = report_range(ws, grain="month", start=start, end=end)
             if (by or chosen.by or "").startswith("trait:"):
