@@ -378,3 +378,28 @@ def test_the_worker_pass_sends_a_broadcast_when_its_time_comes(workspace: Worksp
     assert [o.occurrence for o in [find_occurrence(workspace=workspace, name="sale")]] == [
         "2026-03-02T12:00"
     ]
+
+
+def test_a_simulated_run_sends_the_broadcast_and_decides_its_test(workspace: Workspace) -> None:
+    from orbita.core.clock import SimulatedClock
+    from orbita.services.journeys import publish_journeys
+    from orbita.services.runner import run_until
+
+    people(workspace, 40)
+    # 12:00 in Kyiv (10:00 UTC); the A/B decision 4 hours after the sample's send.
+    strategy = make_strategy(AB + '    schedule: "2026-03-02 12:00"\n')
+    journeys = publish_journeys(workspace=workspace, journeys=strategy.journeys).journeys
+    start = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    workspace.clock = SimulatedClock(start)
+    run_until(
+        workspace=workspace,
+        strategy=strategy,
+        journeys=journeys,
+        start=start,
+        until=start + timedelta(hours=12),
+        refresh_every=None,
+    )
+    occurrence = find_occurrence(workspace=workspace, name="sale")
+    assert occurrence.occurrence == "2026-03-02T12:00"
+    assert occurrence.decision is not None and occurrence.decision["winner"] == "A"
+    assert {row["status"] for row in rows_of(workspace)} == {"queued"}  # nothing delivered

@@ -773,7 +773,11 @@ def _wall_of(occurrence: Occurrence) -> datetime | None:
 
 
 def broadcasts_due(
-    *, workspace: Workspace, now: datetime, strategy: Strategy | None = None
+    *,
+    workspace: Workspace,
+    now: datetime,
+    strategy: Strategy | None = None,
+    since: datetime | None = None,
 ) -> DueReport:
     """What a worker pass (or a simulated run's window) does for broadcasts at `now`:
     occurrences whose time came since the last pass are written, interrupted writes are
@@ -785,7 +789,9 @@ def broadcasts_due(
             return DueReport()
         strategy, version = applied.strategy, applied.version
     mark = read_value(workspace=workspace, key=DUE_KEY)
-    after = datetime.fromisoformat(mark["until"]) if mark else now - FIRST_LOOK_BACK
+    # Since the last pass; a first pass looks back a little, or (a simulated run's first
+    # window) to `since`.
+    after = datetime.fromisoformat(mark["until"]) if mark else (since or now - FIRST_LOOK_BACK)
     sent: list[str] = []
     if now > after and strategy.broadcasts:
         for name, broadcast in sorted(strategy.broadcasts.items()):
@@ -834,6 +840,34 @@ def broadcasts_due(
                 _set(connection, occurrence, now=now, state="done")
             finished.append(label)
     return DueReport(sent=tuple(sent), decided=tuple(decided), finished=tuple(finished))
+
+
+def next_broadcast_at(
+    *, workspace: Workspace, strategy: Strategy, after: datetime
+) -> datetime | None:
+    """The next moment something is due for broadcasts after `after`: an occurrence starts
+    or an A/B decision falls due (a simulated run stops its window there)."""
+    moments: list[datetime] = []
+    for broadcast in strategy.broadcasts.values():
+        schedule = broadcast.schedule
+        if isinstance(schedule, AtSchedule):
+            moment = _first_moment(broadcast, strategy, schedule.at)
+            if moment > after:
+                moments.append(moment)
+        elif isinstance(schedule, CronSchedule):
+            zone = "Etc/GMT-14" if schedule.local_time else _zone_of(broadcast, strategy)
+            moments.append(next_cron_time(schedule.cron, after=after, timezone=zone))
+    if strategy.broadcasts:
+        with workspace.state.connect() as connection:
+            decide = connection.execute(
+                select(func.min(broadcasts.c.decide_at)).where(
+                    broadcasts.c.state.in_(("scheduled", "sending")),
+                    broadcasts.c.decision.is_(None),
+                )
+            ).scalar()
+        if decide is not None:
+            moments.append(decide)
+    return min(moments, default=None)
 
 
 def _finished(workspace: Workspace, occurrence: Occurrence) -> bool:
@@ -1363,6 +1397,7 @@ __all__ = [
     "decide_broadcast",
     "find_occurrence",
     "list_broadcasts",
+    "next_broadcast_at",
     "occurrences",
     "pause_broadcast",
     "plan_broadcast",

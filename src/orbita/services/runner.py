@@ -33,6 +33,7 @@ from orbita.core.errors import InvalidInputError, UserError
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
 from orbita.services.apply import require_applied
+from orbita.services.broadcasts import broadcasts_due, next_broadcast_at
 from orbita.services.identity import IdentityResolver
 from orbita.services.importer import read_events
 from orbita.services.ingest import store_records
@@ -176,6 +177,9 @@ def run_until(
         upcoming = [timeline.next_time(), _next_wake(workspace), timed_until]
         upcoming.append(timed[0].record.timestamp if timed else None)
         upcoming.append(last_refresh + refresh_every if refreshing and refresh_every else None)
+        upcoming.append(
+            next_broadcast_at(workspace=workspace, strategy=strategy, after=window_start)
+        )
         soonest = min((t for t in upcoming if t is not None), default=until)
         if soonest > window_end:
             window_end = min(soonest, until)
@@ -216,6 +220,7 @@ def run_until(
         report.suppressed += advanced.suppressed
         report.conversions += advanced.conversions
         report.ended += advanced.ended
+        broadcasts_due(workspace=workspace, now=window_end, strategy=strategy, since=start)
         save_clock(workspace=workspace, now=window_end)
         report._spent("advance", began)
         if on_window is not None:
