@@ -403,3 +403,33 @@ def test_a_simulated_run_sends_the_broadcast_and_decides_its_test(workspace: Wor
     assert occurrence.occurrence == "2026-03-02T12:00"
     assert occurrence.decision is not None and occurrence.decision["winner"] == "A"
     assert {row["status"] for row in rows_of(workspace)} == {"queued"}  # nothing delivered
+
+
+def test_a_click_test_counts_the_message_events_of_each_arm(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from orbita.services.message_events import MessageEvent, record_message_events
+
+    people(workspace, 600)
+    test = AB.replace("sample: 40%", "sample: 60%").replace("metric: conversion", "metric: click")
+    with smtp_server() as (port, _server):
+        strategy = make_strategy(test, port=port)
+        send_broadcast(workspace=workspace, strategy=strategy, name="sale", now=T0)
+        deliver(workspace, strategy, tmp_path, T0)
+    seen: Counter[str] = Counter()
+    clicks = []
+    for row in sorted(rows_of(workspace), key=lambda r: r["customer_id"]):
+        if row["status"] != "sent":
+            continue
+        seen[row["node"]] += 1
+        if seen[row["node"]] % {"A": 25, "B": 2}[row["node"]] == 0:
+            at = T0 + timedelta(minutes=30)
+            clicks.append(MessageEvent(kind="clicked", key=row["idempotency_key"], at=at))
+    record_message_events(workspace=workspace, events=clicks, strategy=strategy)
+    broadcasts_due(workspace=workspace, now=T0 + timedelta(hours=5), strategy=strategy)
+    decision = find_occurrence(workspace=workspace, name="sale").decision
+    assert decision is not None and decision["winner"] == "B" and decision["called"]
+    arms = {arm["arm"]: arm for arm in decision["arms"]}
+    assert (arms["A"]["click"], arms["B"]["click"]) == (seen["A"] // 25, seen["B"] // 2)
+    report = broadcast_report(workspace=workspace, name="sale", now=T0 + timedelta(hours=5))
+    assert report["totals"]["clicks"] == len(clicks)
