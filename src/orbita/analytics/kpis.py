@@ -445,28 +445,29 @@ def _to_date_kpis(job: _Job, chosen: Sequence[str], dimension: str) -> list[KpiR
     history before `end`, summed up to each period's end."""
     orders = job.purchases()
     orders = orders.filter(orders.timestamp < timestamp(job.end))
+    # Reading revenue out of every purchase's JSON is most of the scan: only for LTV.
+    with_revenue = "ltv_historical" in chosen
     ranked = orders.select(
         "customer_id",
         "timestamp",
-        # Reading revenue out of every purchase's JSON is most of the scan: only for LTV.
-        revenue=job.revenue(orders) if "ltv_historical" in chosen else ibis.literal(0.0),
+        **({"revenue": job.revenue(orders)} if with_revenue else {}),
         rank=ibis.row_number().over(
             group_by=orders.customer_id, order_by=[orders.timestamp, orders.message_id]
         ),
     )
-    by_period = ranked.group_by(period=job.period(ranked.timestamp)).aggregate(
-        firsts=_count_of(ranked["rank"] == 0),  # row_number counts from 0 in Ibis
-        seconds=_count_of(ranked["rank"] == 1),
-        revenue=ranked.revenue.sum(),
-    )
+
+    def totals(table: Expr) -> dict[str, Expr]:
+        found = {
+            "firsts": _count_of(table["rank"] == 0),  # row_number counts from 0 in Ibis
+            "seconds": _count_of(table["rank"] == 1),
+        }
+        return found | ({"revenue": table.revenue.sum()} if with_revenue else {})
+
+    by_period = ranked.group_by(period=job.period(ranked.timestamp)).aggregate(**totals(ranked))
     if job.grain == "total":
         # Every purchase before `start` belongs to the running totals before the one period.
         marked = ranked.mutate(before=ranked.timestamp < timestamp(job.start))
-        by_period = marked.group_by("before").aggregate(
-            firsts=_count_of(marked["rank"] == 0),
-            seconds=_count_of(marked["rank"] == 1),
-            revenue=marked.revenue.sum(),
-        )
+        by_period = marked.group_by("before").aggregate(**totals(marked))
         found = job.source.rows(by_period)
         keyed = {
             (job.start.date() - timedelta(days=1) if r["before"] else job.start.date()): r
@@ -483,7 +484,7 @@ def _to_date_kpis(job: _Job, chosen: Sequence[str], dimension: str) -> list[KpiR
             got = pending.pop(0)[1]
             firsts += int(got["firsts"] or 0)
             seconds += int(got["seconds"] or 0)
-            money += float(got["revenue"] or 0.0)
+            money += float(got.get("revenue") or 0.0)
         figures = {
             "repeat_purchase_rate": (seconds, firsts),
             "ltv_historical": (money, firsts),

@@ -7,7 +7,6 @@ PostgreSQL's date_trunc count it), a month on its first day.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -135,9 +134,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return numerator / denominator
-
-
-Progress = Callable[[str], None]
 
 
 # How far back a report looks when no start is given, by its period.
