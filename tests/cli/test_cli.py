@@ -252,9 +252,11 @@ def test_demo_runs_the_strategy_and_compares_with_the_holdout(tmp_path: Path) ->
     code, out, err = orbita(*args)
 
     assert code == 0, err
-    assert "Journeys: conversion within the goal window" in out
+    assert "Journeys: conversion, treatment vs holdout" in out
     for journey in ("welcome", "abandoned_cart", "browse_abandonment"):
         assert journey in out
+    for closing in ("KPIs, ", "open_rate", "Customer value by lifecycle stage"):
+        assert closing in out
 
     # Again: the demo's own workspace is made anew, and the run is the same (seeded).
     code, again, _ = orbita(*args, "--json")
@@ -269,6 +271,16 @@ def test_demo_runs_the_strategy_and_compares_with_the_holdout(tmp_path: Path) ->
     received = data["received"]
     assert received["emails"] > 0 and received["resent"] == 0
     assert data["delivery"]["sent"] == received["emails"] + received["http"]
+    # Each journey with a holdout is measured against it, the interval around the uplift.
+    welcome = next(j for j in data["journeys"] if j["stats"]["name"] == "welcome")
+    measured = welcome["measured"]
+    assert measured["treated"] + measured["held_out"] == entered
+    low, high = measured["interval"]["low"], measured["interval"]["high"]
+    assert low is None or high is None or low <= measured["uplift"] <= high
+    assert welcome["messages"]["messages_delivered"] > 0
+    kpis = {row["metric"]: row["value"] for row in data["kpis"]}
+    assert kpis["orders"] > 0 and kpis["messages_sent"] > 0
+    assert sum(stage["customers"] for stage in data["ltv"]["stages"]) > 0
 
 
 def test_demo_refuses_a_workspace_it_did_not_make(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from orbita.cli.common import (
     settings_for,
     user_errors,
 )
-from orbita.cli.render import demo_tables
 from orbita.cli.strategy import read_strategy
 from orbita.core.errors import UserError
 from orbita.core.settings import Settings
@@ -105,7 +104,9 @@ def demo(
     it over simulated weeks — messages delivered to a local SMTP server and an HTTP stand-in
     for SMS and push, customers answering them — and print what each journey did against
     its holdout."""
-    from orbita.services.demo import run_demo  # numpy and Ibis: imported only where used
+    # numpy, Ibis and the analytics: imported only where used
+    from orbita.cli.demo_tables import demo_tables
+    from orbita.services.demo import run_demo
 
     path = strategy_file or EXAMPLES / store.value / "strategy.yaml"
     with user_errors(workspace=workspace):

@@ -6,15 +6,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from orbita.services.importer import ImportReport
 
-if TYPE_CHECKING:  # the summary and the demo import Ibis and numpy, which only `demo` needs
-    from orbita.services.demo import DemoReport
+if TYPE_CHECKING:  # the summary imports Ibis and numpy, which only its command needs
     from orbita.services.summary import WorkspaceSummary
 
 
@@ -119,61 +117,6 @@ def _short(value: Any, limit: int = 120) -> Text:
     return Text(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def demo_tables(console: Console, report: DemoReport) -> None:
-    console.print(import_line(report.customers), markup=False, highlight=False)
-    console.print(import_line(report.history), markup=False, highlight=False)
-    run = report.run
-    console.print(
-        f"Simulated {report.start:%Y-%m-%d} -> {report.until:%Y-%m-%d}: {run.events:,} events "
-        f"played ({report.responses:,} of them the customers' answers to messages), "
-        f"{run.entered:,} journey entries, {run.messages:,} messages queued, "
-        f"{run.suppressed:,} held back for holdouts, {run.refreshes:,} segment refreshes",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
-    sent = report.delivery
-    if sent is not None:
-        console.print(
-            f"Delivery: {sent.sent:,} sent, {sent.deferred:,} deferred by quiet hours, "
-            f"{sent.skipped:,} skipped by the rules (consent, suppression, caps), "
-            f"{sent.retried:,} retried, {sent.dead:,} dead",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-    table = Table(
-        title="Journeys: conversion within the goal window, treatment vs holdout",
-        box=box.SIMPLE,
-        pad_edge=False,
-    )
-    table.add_column("journey", no_wrap=True)
-    for column in ("in", "held", "sent", "conv", "held conv", "uplift", "true"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for outcome in report.journeys:
-        stats = outcome.stats
-        treated, held = stats.arms["treatment"], stats.arms["holdout"]
-        table.add_row(
-            stats.name,
-            f"{treated.entered:,}",
-            f"{held.entered:,}",
-            f"{stats.sent:,}",
-            _rate(treated.conversion_rate),
-            _rate(held.conversion_rate),
-            "-" if stats.uplift is None else f"{stats.uplift * 100:+.1f}",
-            "-" if outcome.true_uplift is None else f"{outcome.true_uplift * 100:+.1f}",
-        )
-    console.print(table)
-    console.print(
-        "in: entered (treatment); held: entered the holdout; conv: converted within the goal "
-        "window; uplift: treatment minus holdout conversion, in percentage points; true: the "
-        "simulator's effect of one message, what the uplift should find within its sampling "
-        "error",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-def _rate(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.1%}"
+def rate(value: float | None) -> str:
+    """A share as a percentage, `-` when there is nothing to divide by."""
+    return "-" if value is None else f"{value:.1%}"

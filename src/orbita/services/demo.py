@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import and_, select
 
+from orbita.analytics.experiments.report import Uplift, journey_uplifts
+from orbita.analytics.kpis import KpiRow, compute_kpis, kpi_summary, options_for
 from orbita.core.clock import SimulatedClock
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
@@ -32,6 +34,7 @@ from orbita.services.delivery import DeliveryReport
 from orbita.services.generate import GenerateReport
 from orbita.services.importer import ImportReport, import_customers, import_events, read_events
 from orbita.services.journey_stats import JourneyStats, journeys_stats
+from orbita.services.ltv import Group, ltv_report
 from orbita.services.runner import RunReport, run_until
 from orbita.services.segments import refresh_segments
 from orbita.services.workspace import Workspace
@@ -54,10 +57,23 @@ def campaign_of(store: str, journey: str) -> str:
     return CAMPAIGN_OF.get(store, {}).get(journey, journey)
 
 
+# Per journey: what its messages did once delivered (human opens and clicks only).
+JOURNEY_MESSAGE_KPIS = ("messages_delivered", "open_rate", "click_rate")
+
+
 @dataclass(frozen=True, slots=True)
 class JourneyOutcome:
     stats: JourneyStats
     true_uplift: float | None  # the generator's per-message uplift of the campaign
+    measured: Uplift | None  # against the holdout, with intervals
+    messages: dict[str, float | None]  # JOURNEY_MESSAGE_KPIS by name
+
+
+@dataclass(frozen=True, slots=True)
+class LtvByStage:
+    model: str  # BG/NBD or Pareto/NBD, with Gamma-Gamma for spend
+    horizon_months: int
+    stages: tuple[Group, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +86,8 @@ class DemoReport:
     journeys: list[JourneyOutcome]
     responses: int  # opens, clicks and extra orders the simulated customers sent back
     delivery: DeliveryReport | None  # what the sender did, when the demo delivered
+    kpis: list[KpiRow]  # the headline KPIs over the simulated weeks
+    ltv: LtvByStage
 
 
 def split_events(*, events_path: Path, at: datetime, out: Path) -> tuple[Path, Path]:
@@ -135,10 +153,35 @@ def run_demo(
         ),
     )
     truth = CAMPAIGNS.get(generated.store, {})
+    measured = {
+        uplift.journey: uplift
+        for uplift in journey_uplifts(state=workspace.state, events=workspace.events, now=end)
+    }
+    options = options_for(strategy)
+    messages: dict[str, dict[str, float | None]] = defaultdict(dict)
+    for row in compute_kpis(
+        events=workspace.events,
+        state=workspace.state,
+        start=start,
+        end=end,
+        grain="total",
+        metrics=JOURNEY_MESSAGE_KPIS,
+        dimensions=["journey"],
+        options=options,
+    ):
+        messages[row.key][row.metric] = row.value
     outcomes = []
     for stats in journeys_stats(workspace=workspace):
         campaign = truth.get(campaign_of(generated.store, stats.name))
-        outcomes.append(JourneyOutcome(stats, campaign.uplift if campaign else None))
+        outcomes.append(
+            JourneyOutcome(
+                stats,
+                true_uplift=campaign.uplift if campaign else None,
+                measured=measured.get(stats.name),
+                messages=messages.get(stats.name, {}),
+            )
+        )
+    values = ltv_report(workspace=workspace, strategy=strategy, as_of=end)
     return DemoReport(
         history=history,
         customers=people,
@@ -148,6 +191,14 @@ def run_demo(
         journeys=outcomes,
         responses=loop.responses,
         delivery=loop.delivered if deliver is not None else None,
+        kpis=kpi_summary(
+            events=workspace.events, state=workspace.state, start=start, end=end, options=options
+        ),
+        ltv=LtvByStage(
+            model=values.purchase_model,
+            horizon_months=values.horizon_months,
+            stages=tuple(stage for stage in values.stages if stage.customers),
+        ),
     )
 
 
