@@ -6,7 +6,7 @@ in-memory runner (tests/engine/journeys/runner.py) says."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -180,3 +180,24 @@ def test_journey_stats_count_runs_and_conversions_per_variant(workspace: Workspa
     # Customer 2 got variant A on two birthdays, customer 4 variant B (see the scenario).
     assert stats.variants == {"A": ArmStats(2, 0), "B": ArmStats(2, 0)}
     assert stats.sent == 4 and stats.arms["treatment"].entered == 4
+
+
+def test_run_until_credits_goal_events_to_the_messages_and_holdout_before_them(
+    workspace: Workspace,
+) -> None:
+    from sqlalchemy import select
+
+    from orbita.store.state import attributions
+
+    data = yaml.safe_load((SCENARIOS / "holdout.yaml").read_text())
+    play(workspace, data)
+
+    with workspace.state.connect() as connection:
+        rows = connection.execute(select(attributions)).mappings().all()
+
+    # Customer 3 (the control arm) ordered within the goal window: credited to the holdout.
+    # Customer 1's reminder was only queued (no sender ran), so no message reached them.
+    assert [(r["customer_id"], r["arm"], r["journey"], r["weight"]) for r in rows] == [
+        (3, "holdout", "cart_holdout", 1.0)
+    ]
+    assert rows[0]["converted_at"] == datetime(2025, 3, 5, 9, tzinfo=UTC)

@@ -33,6 +33,7 @@ from orbita.core.errors import InvalidInputError, UserError
 from orbita.model.events import EventRecord
 from orbita.model.strategy import Strategy
 from orbita.services.apply import require_applied
+from orbita.services.attribution import attribute_window
 from orbita.services.broadcasts import broadcasts_due, next_broadcast_at
 from orbita.services.identity import IdentityResolver
 from orbita.services.importer import read_events
@@ -76,7 +77,7 @@ class RunReport:
     per_window: list[int] = field(default_factory=list)
     # Wall seconds per phase: events (stored and played), schedule (scheduled and date
     # entries), refresh (segments and their enter/exit events), advance (due steps),
-    # on_window (the caller's hook).
+    # on_window (the caller's hook), attribution (goal events credited at the end).
     seconds: dict[str, float] = field(default_factory=dict)
 
     def _spent(self, phase: str, started: float) -> None:
@@ -234,6 +235,10 @@ def run_until(
         if progress is not None:
             progress(window_end)
         window_start = window_end
+    began = time.perf_counter()
+    # Goal events credited to the messages (or holdout arms) before them, as a worker does.
+    attribute_window(workspace=workspace, journeys=strategy.journeys, start=start, end=until)
+    report._spent("attribution", began)
     return report
 
 
