@@ -49,6 +49,8 @@ workspace: shop
 segments:
   high_value: {trait: ltv_tier, eq: high}
   likely_lost: {trait: churn_probability, gte: 0.5}
+  predicted_lost: {predicted: churn_probability, gte: 0.5}
+  predicted_valuable: {predicted: ltv, gte: 100}
 stages:
   - {name: new, segment: {trait: expected_purchases_6m, gte: 0.5}}
 ltv:
@@ -181,6 +183,18 @@ def traits_select_in_segments(workspace: Workspace) -> None:
     )
     expected = {c for c, t in profiles.items() if t.get("churn_probability", -1) >= 0.5}
     assert {m.customer_id for m in lost.sample} == expected and expected
+    # the same values as predictions, which `{predicted: …}` conditions read
+    for name, trait, low in (
+        ("predicted_lost", "churn_probability", 0.5),
+        ("predicted_valuable", "predicted_clv_6m", 100),
+    ):
+        found = preview_segment(
+            workspace=workspace, strategy=strategy, name=name, as_of=as_of, sample=5000
+        )
+        # traits are rounded: compare away from the edge
+        sure = {c for c, t in profiles.items() if t.get(trait, -1) >= low + 0.01}
+        unsure = {c for c, t in profiles.items() if abs(t.get(trait, -9) - low) < 0.01}
+        assert sure and sure <= {m.customer_id for m in found.sample} <= sure | unsure
 
     # after a refresh the report breaks the value down by segment and stage
     refresh_segments(workspace=workspace, strategy=strategy, as_of=as_of)

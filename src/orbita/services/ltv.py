@@ -15,6 +15,7 @@ from typing import Any
 
 import ibis
 import numpy as np
+import pyarrow as pa
 from sqlalchemy import bindparam, select, update
 
 from orbita.analytics.ltv import (
@@ -260,8 +261,23 @@ def _stages(workspace: Workspace) -> dict[int, str]:
         return {int(cid): str(stage) for cid, stage in connection.execute(query)}
 
 
+def _write_predictions(workspace: Workspace, values: _Values) -> None:
+    """Replace the event store's `predictions` table, which `{predicted: ltv, gte: …}` and
+    `{predicted: churn_probability, …}` segment conditions read."""
+    table = pa.table(
+        {
+            "customer_id": pa.array(values.customer_id, type=pa.int64()),
+            "ltv": pa.array(values.clv, type=pa.float64()),
+            "churn_probability": pa.array(1 - values.p_alive, type=pa.float64()),
+        }
+    )
+    workspace.events.ibis().insert("predictions", ibis.memtable(table), overwrite=True)
+
+
 def _write_traits(workspace: Workspace, values: _Values, config: LtvConfig) -> int:
-    """Merge the LTV traits into the profiles, a chunk of customers per transaction."""
+    """Merge the LTV traits into the profiles, a chunk of customers per transaction, and
+    the predictions segments read."""
+    _write_predictions(workspace, values)
     names = config.trait_names()
     written = 0
     for start in range(0, values.customer_id.size, _WRITE_CHUNK):
