@@ -35,20 +35,17 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    GetJsonSchemaHandler,
     PlainSerializer,
     Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
-from pydantic_core import CoreSchema
 
 from orbita.core.zones import check_time_zone
 from orbita.model.durations import Duration, Percentage, parse_percentage
-from orbita.model.schema import JsonSchema, as_forms, with_forms
 from orbita.model.segments import Segment
-from orbita.model.triggers import EventPattern, check_cron
+from orbita.model.triggers import ByEventName, EventPattern, check_cron
 
 DEFAULT_GOAL_WINDOW = timedelta(days=3)
 HOLDOUT_ARM = "holdout"
@@ -241,23 +238,11 @@ Throttle = Annotated[
 ]
 
 
-class BroadcastGoal(EventPattern):
+class BroadcastGoal(ByEventName, EventPattern):
     """The event that counts as a conversion when it comes `within` the time after the
     message (or, for the holdout, after the moment it would have gone)."""
 
     within: Duration = DEFAULT_GOAL_WINDOW
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchema:
-        short = {"type": "string", "minLength": 1, "description": "The event's name"}
-        return with_forms(core_schema, handler, lambda schema: as_forms(schema, short))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, data: Any) -> Any:
-        return {"event": data} if isinstance(data, str) else data
 
 
 class AbTest(BaseModel):

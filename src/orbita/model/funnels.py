@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    GetJsonSchemaHandler,
     field_validator,
-    model_validator,
 )
-from pydantic_core import CoreSchema
 
 from orbita.model.durations import Duration
-from orbita.model.schema import JsonSchema, as_forms, with_forms
 from orbita.model.segments import MessageType
-from orbita.model.triggers import Where
+from orbita.model.triggers import ByEventName, Where
 
 FunnelOrder = Literal["loose", "strict"]
 # `stage`, `segment:NAME[,NAME…]` (first listed segment a customer is in) or `trait:NAME`.
@@ -47,7 +43,7 @@ def check_breakdown(value: str) -> str:
     return value
 
 
-class FunnelStep(BaseModel):
+class FunnelStep(ByEventName):
     """One step: an event, optionally with property filters. Short form: the event name."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -56,18 +52,6 @@ class FunnelStep(BaseModel):
     event: str = Field(min_length=1)
     message_type: MessageType = "track"
     where: Where = ()
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchema:
-        short = {"type": "string", "minLength": 1, "description": "The event's name"}
-        return with_forms(core_schema, handler, lambda schema: as_forms(schema, short))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _short_form(cls, data: Any) -> Any:
-        return {"event": data} if isinstance(data, str) else data
 
     @property
     def label(self) -> str:

@@ -61,6 +61,23 @@ Names = Annotated[
 ]
 
 
+class ByEventName(BaseModel):
+    """A model that may be written as an event's name alone: `Order Completed` for
+    `{event: Order Completed}` (a funnel step, a broadcast's goal)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchema:
+        short = {"type": "string", "minLength": 1, "description": "The event's name"}
+        return with_forms(core_schema, handler, lambda schema: as_forms(schema, short))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _event_name_alone(cls, data: Any) -> Any:
+        return {"event": data} if isinstance(data, str) else data
+
+
 class EventPattern(BaseModel):
     """An event by name and property filters, optionally tied to the trigger event."""
 
