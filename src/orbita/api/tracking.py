@@ -63,7 +63,8 @@ def _gone() -> ApiError:
     return ApiError(status_code=404, code="not_found", message="no such link")
 
 
-@router.api_route("/o/{token}.gif", methods=["GET", "HEAD"], responses=_NOT_FOUND)
+@router.get("/o/{token}.gif", responses=_NOT_FOUND)
+@router.head("/o/{token}.gif", include_in_schema=False)  # prefetchers: recorded as bots
 async def open_pixel(token: Token, request: Request) -> Response:
     """A 1x1 GIF; the message's open is recorded (a machine's, flagged as such)."""
     context = context_of(request)
@@ -83,7 +84,8 @@ async def open_pixel(token: Token, request: Request) -> Response:
     return Response(content=PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 
 
-@router.api_route("/c/{token}", methods=["GET", "HEAD"], status_code=302, responses=_NOT_FOUND)
+@router.get("/c/{token}", status_code=302, responses=_NOT_FOUND)
+@router.head("/c/{token}", status_code=302, include_in_schema=False)  # link scanners
 async def click(token: Token, request: Request) -> Response:
     """302 to the link the message had at this index; the click is recorded."""
     context = context_of(request)
