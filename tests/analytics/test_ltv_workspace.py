@@ -316,3 +316,33 @@ def test_pareto_nbd_when_the_strategy_asks(store: Store) -> None:
     plotted = as_json(report)
     assert plotted["models"][0]["model"] == "Pareto/NBD"
     assert plotted["horizon_months"] == 3
+
+
+def test_a_refresh_writes_the_ltv_traits_its_strategy_asks_for(store: Store) -> None:
+    """With an `ltv:` section the segment refresh writes the traits first, so a segment on
+    them is current; without one it writes none."""
+    asked = """
+workspace: shop
+segments:
+  top_value: {trait: ltv_tier, eq: top}
+ltv:
+  horizon_months: 3
+  tiers: {top: 0.9, rest: 0}
+"""
+    not_asked = "workspace: shop\nsegments:\n  buyers: {trait: historical_ltv, gt: 0}\n"
+    with store.workspace() as workspace:
+        as_of = last_order(workspace)
+        refresh_segments(
+            workspace=workspace, strategy=parse_strategy(not_asked, source="s.yaml"), as_of=as_of
+        )
+        assert not any("predicted_clv_3m" in t for t in profiles_of(workspace).values())
+
+        (report,) = refresh_segments(
+            workspace=workspace, strategy=parse_strategy(asked, source="s.yaml"), as_of=as_of
+        )
+
+        profiles = profiles_of(workspace)
+        top = {cid for cid, traits in profiles.items() if traits.get("ltv_tier") == "top"}
+        buyers = sum(1 for traits in profiles.values() if "predicted_clv_3m" in traits)
+        assert buyers > 100 and len(top) == pytest.approx(0.1 * buyers, abs=2)
+        assert report.name == "top_value" and report.size == len(top)

@@ -7,6 +7,7 @@ branches and templates use them as they use any trait: `{trait: ltv_tier, eq: hi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,8 @@ from orbita.store.state import customers, stage_history
 DAYS_PER_MONTH = 30.0  # the models' time unit is a day; lifetimes' convention for months
 NO_STAGE = ""
 _WRITE_CHUNK = 5_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,22 @@ def ltv_report(
         calibration=checked,
         written=written,
     )
+
+
+def refresh_ltv_traits(*, workspace: Workspace, strategy: Strategy, as_of: datetime) -> int:
+    """Write the LTV traits and predictions as of `as_of` when the strategy asks for them
+    with an `ltv:` section (a segment refresh calls this first); the customers written.
+
+    Before the first purchases, or with too few to fit, there is nothing to write yet: 0,
+    with the reason in the log, and the refresh goes on."""
+    if "ltv" not in strategy.model_fields_set:
+        return 0
+    try:
+        report = ltv_report(workspace=workspace, strategy=strategy, as_of=as_of, write_traits=True)
+    except UserError as error:
+        log.warning("LTV traits not written: %s", error)
+        return 0
+    return report.written
 
 
 @dataclass(frozen=True, slots=True)

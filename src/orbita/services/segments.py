@@ -42,6 +42,7 @@ from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
 from orbita.model.segments import RfmCell, Segment, dependency_order, referenced_segments, walk
 from orbita.model.strategy import Strategy
 from orbita.services.identity import ANONYMOUS
+from orbita.services.ltv import refresh_ltv_traits
 from orbita.services.workspace import Workspace
 from orbita.store.events.base import CUSTOMER_SCHEMA, EVENT_SCHEMA
 from orbita.store.state import (
@@ -302,6 +303,9 @@ def refresh_segments(
     unknown = [name for name in names or () if name not in strategy.segments]
     if unknown:
         raise NotFoundError(f"unknown segment {unknown[0]!r}{_known(strategy.segments)}")
+    if not names and refresh_ltv_traits(workspace=workspace, strategy=strategy, as_of=moment):
+        # The traits came with no event, which the incremental copy would not see.
+        full_snapshot = True
     started = time.perf_counter()
     sync_customer_snapshot(workspace=workspace, full=full_snapshot)
     note("customers snapshot", time.perf_counter() - started)
