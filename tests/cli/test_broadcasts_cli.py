@@ -131,3 +131,40 @@ def test_plan_send_pause_resume_cancel_report(tmp_path: Path) -> None:
     assert code == 2 and "no broadcast 'autumn'" in err and len(err.strip().splitlines()) == 1
     code, _, err = orbita("broadcasts", "pause", "spring", "-w", str(ws))
     assert code == 2 and "no occurrence being sent" in err
+
+
+def test_plan_counts_who_the_strategys_send_rules_hold_back(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert orbita("init", "-w", str(ws))[0] == 0
+    gated = STRATEGY + (
+        "send_rules:\n"
+        "  - name: credit score below 600\n"
+        "    when: {trait: credit_score, lt: 600}\n"
+        "    block: [sale]\n"
+    )
+    (ws / "strategy.yaml").write_text(gated)
+    with open_workspace(settings=Settings(workspace=ws)) as workspace:
+        store(
+            workspace,
+            *(
+                identify(
+                    f"u{i}",
+                    AT,
+                    email=f"u{i}@example.org",
+                    first_name=f"U{i}",
+                    subscribed=True,
+                    credit_score=550 if i < 12 else 700,
+                )
+                for i in range(30)
+            ),
+        )
+
+    code, out, err = orbita("broadcasts", "plan", "spring", "-w", str(ws), "--json")
+
+    assert code == 0, err
+    plan = json.loads(out)
+    held_back = plan["excluded"]
+    assert set(held_back) == {"skipped: send rule: credit score below 600"}
+    # The 12 low scores less those of them in the holdout, who are sent nothing anyway.
+    assert 8 <= held_back["skipped: send rule: credit score below 600"] <= 12
+    assert plan["deliverable"] == 30 - plan["holdout"] - sum(held_back.values())

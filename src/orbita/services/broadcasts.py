@@ -60,6 +60,7 @@ from orbita.services.segments import (
     sync_customer_snapshot,
     uses_rfm,
 )
+from orbita.services.send_rules import blocked_by_rules
 from orbita.services.templates import compile_templates
 from orbita.services.workspace import Workspace, read_value, write_value
 from orbita.store.state import broadcasts, customers, outbox
@@ -1317,13 +1318,21 @@ def plan_broadcast(
                     "template": variant.template,
                     "channel": broadcast.channel or template.channel,
                     "payload": {},
+                    "outbox_id": int(i),  # the plan's own index: what the send rules key on
                 }
             )
         with workspace.state.connect() as connection:
             profiles = _profiles(connection, {row["customer_id"] for row in rows})
             suppressed, decided = _suppression_and_consent(connection, rows, profiles)
             caps = _Caps.load(connection, delivery, rows, now=now)
+        # The strategy's send rules (the bank's offers), as the sender checks them.
+        blocked = blocked_by_rules(
+            events=workspace.events, strategy=strategy, rows=rows, profiles=profiles, now=now
+        )
         for row in rows:
+            if row["outbox_id"] in blocked:
+                excluded[f"skipped: {blocked[row['outbox_id']]}"] += 1
+                continue
             channel = str(row["channel"])
             checked = send_rules(
                 row,
