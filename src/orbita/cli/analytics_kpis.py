@@ -36,9 +36,8 @@ from orbita.cli.common import (
 )
 from orbita.core.settings import Settings
 from orbita.model.strategy import Strategy
-from orbita.services.apply import applied_strategy_of, strategy_in_use
+from orbita.services.apply import strategy_if_any, strategy_in_use
 from orbita.services.runner import saved_clock
-from orbita.services.strategy import load_strategy, strategy_path
 from orbita.services.workspace import Workspace, open_workspace
 
 StartOption = Annotated[
@@ -102,7 +101,7 @@ def kpis(
         grain = parse_grain(period, field="--period")
         metrics = check_metrics(metric, field="--metric") if metric else None
         dimensions = check_dimensions(by, field="--by") if by else None
-        strategy = strategy_or_none(settings)
+        strategy = strategy_if_any(settings=settings)
         with open_workspace(settings=settings) as ws:
             since, until = report_range(ws, grain=grain, start=start, end=end)
             rows = compute_kpis(
@@ -119,15 +118,6 @@ def kpis(
         print_json(to_plain(rows))
         return
     render_rows(rows, grain=grain)
-
-
-def strategy_or_none(settings: Settings) -> Strategy | None:
-    """The strategy in use, or None when the workspace has none yet (KPIs need none)."""
-    applied = applied_strategy_of(settings=settings)
-    if applied is not None:
-        return applied.strategy
-    path = strategy_path(workspace_dir=settings.workspace)
-    return load_strategy(path=path) if path.exists() else None
 
 
 def strategy_needed(settings: Settings, path: Path | None = None) -> Strategy:

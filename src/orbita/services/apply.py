@@ -127,11 +127,28 @@ def strategy_in_use(*, settings: Settings, path: Path | None = None) -> tuple[Pa
     """The strategy a command works with, and the file its template paths are relative to:
     `path` when given; else the applied strategy (`orbita apply`); else the workspace's
     strategy.yaml."""
+    found = _in_use(settings=settings, path=path, required=True)
+    assert found is not None  # required: a missing file is the loader's user error
+    return found
+
+
+def strategy_if_any(*, settings: Settings) -> Strategy | None:
+    """`strategy_in_use` for commands that also work without one (KPIs): None when the
+    workspace has neither an applied strategy nor a strategy.yaml."""
+    found = _in_use(settings=settings, path=None, required=False)
+    return found[1] if found is not None else None
+
+
+def _in_use(
+    *, settings: Settings, path: Path | None, required: bool
+) -> tuple[Path, Strategy] | None:
     if path is None:
         applied = applied_strategy_of(settings=settings)
         if applied is not None:
             return Path(applied.source), applied.strategy
     found = strategy_path(workspace_dir=settings.workspace, path=path)
+    if not required and not found.exists():
+        return None
     return found, load_strategy(path=found)
 
 
