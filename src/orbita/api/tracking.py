@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Path, Request, Response
@@ -20,6 +21,7 @@ from orbita.services.tracking import track_click as record_click
 from orbita.services.tracking import track_open as record_open
 from orbita.services.tracking import unsubscribe as one_click_unsubscribe
 
+T = TypeVar("T")
 router = APIRouter(prefix="/t", tags=["tracking"])
 Token = Annotated[str, Path(min_length=10, max_length=300, pattern=r"^[A-Za-z0-9._-]+$")]
 
@@ -59,6 +61,24 @@ def _strategy(context: ApiContext) -> Strategy | None:
     return loaded[0] if loaded is not None else None
 
 
+async def _record(record: Callable[..., T], token: str, request: Request) -> T:
+    """An open or a click, recorded by `record` (services.tracking) off the event loop."""
+    context = context_of(request)
+    tracking, hit = _tracking(request, context), _hit(request, context)
+
+    def run() -> T:  # the applied strategy may be read again from the state store
+        return record(
+            workspace=context.workspace,
+            tracking=tracking,
+            token=token,
+            hit=hit,
+            strategy=_strategy(context),
+            on_stored=context.journeys.on_stored,
+        )
+
+    return await run_in_threadpool(run)
+
+
 def _gone() -> ApiError:
     return ApiError(status_code=404, code="not_found", message="no such link")
 
@@ -67,19 +87,7 @@ def _gone() -> ApiError:
 @router.head("/o/{token}.gif", include_in_schema=False)  # prefetchers: recorded as bots
 async def open_pixel(token: Token, request: Request) -> Response:
     """A 1x1 GIF; the message's open is recorded (a machine's, flagged as such)."""
-    context = context_of(request)
-    tracking = _tracking(request, context)
-    strategy = await run_in_threadpool(_strategy, context)
-    found = await run_in_threadpool(
-        record_open,
-        workspace=context.workspace,
-        tracking=tracking,
-        token=token,
-        hit=_hit(request, context),
-        strategy=strategy,
-        on_stored=context.journeys.on_stored,
-    )
-    if not found:
+    if not await _record(record_open, token, request):
         raise _gone()
     return Response(content=PIXEL_GIF, media_type="image/gif", headers=NO_CACHE)
 
@@ -88,18 +96,7 @@ async def open_pixel(token: Token, request: Request) -> Response:
 @router.head("/c/{token}", status_code=302, include_in_schema=False)  # link scanners
 async def click(token: Token, request: Request) -> Response:
     """302 to the link the message had at this index; the click is recorded."""
-    context = context_of(request)
-    tracking = _tracking(request, context)
-    strategy = await run_in_threadpool(_strategy, context)
-    url = await run_in_threadpool(
-        record_click,
-        workspace=context.workspace,
-        tracking=tracking,
-        token=token,
-        hit=_hit(request, context),
-        strategy=strategy,
-        on_stored=context.journeys.on_stored,
-    )
+    url = await _record(record_click, token, request)
     if url is None:
         raise _gone()
     return Response(status_code=302, headers={"Location": url, **NO_CACHE})
