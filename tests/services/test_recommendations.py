@@ -42,6 +42,7 @@ from orbita.services.delivery import preview_message
 from orbita.services.ingest import store_records
 from orbita.services.recommendations import (
     RecommendationCache,
+    Recommendations,
     RecommendationSettings,
     compute_recommendations,
     message_recommendations,
@@ -224,6 +225,39 @@ def test_the_cache_computes_once_until_it_is_stale(shop: Workspace) -> None:
     second = cache.current()
     assert second is not first and second.as_of == AS_OF + timedelta(days=1)
     assert cache.refresh() is not second
+
+
+def answers(found: Recommendations, shop: Workspace) -> dict[str, Any]:
+    """Everything a snapshot tells, as plain values (its per-customer arrays compared
+    through what they answer for each of the shop's customers)."""
+    users = sorted({user for user, _, _ in ORDERS})
+    return {
+        "as_of": found.as_of,
+        "products": dict(found.products),
+        "also_bought": dict(found.also_bought),
+        "best_sellers": dict(found.best_sellers),
+        "top_sellers": found.top_sellers,
+        "favourites": {
+            user: found.favourite_category(customer_id=customer_id(shop, user)) for user in users
+        },
+        "last_orders": {
+            user: found.last_order(customer_id=customer_id(shop, user)) for user in users
+        },
+    }
+
+
+def test_a_recomputed_snapshot_equals_a_fresh_caches(shop: Workspace) -> None:
+    """The cache reuses what it compiled for its first snapshot: its later snapshot (other
+    bounds, other answers) is the one a new cache computes then."""
+    clock = SimulatedClock(day(30))
+    shop.clock = clock
+    cache = RecommendationCache(workspace=shop)
+    earlier = answers(cache.current(), shop)
+    clock.advance(timedelta(days=30))
+    later = answers(cache.current(), shop)
+    assert later != earlier
+    assert later == answers(RecommendationCache(workspace=shop).current(), shop)
+    assert later == answers(compute_recommendations(workspace=shop, as_of=AS_OF), shop)
 
 
 STRATEGY = """workspace: shop

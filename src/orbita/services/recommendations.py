@@ -3,7 +3,9 @@ in your favourite category", computed from the orders in the event store.
 
 One computation reads the order lines once (`products` of each `Order Completed`, unnested
 where the events are, into a temporary table) and derives everything from them in a few
-grouped queries, written once in Ibis for DuckDB and PostgreSQL:
+grouped queries, written once in Ibis for DuckDB and PostgreSQL and printed to SQL once per
+engine and settings (the order event and the time bounds bound as parameters; building and
+printing the expressions cost far more than running them on a shop's orders):
 
 - also bought: pairs of products bought by the same customer (or in the same order), kept
   when at least `min_support` baskets hold both and the lift — how much likelier the pair
@@ -20,18 +22,21 @@ message. Templates read it through `recommendations` (see `message_recommendatio
 
 from __future__ import annotations
 
-import secrets
+import functools
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
 
 import ibis
 import numpy as np
-import pyarrow as pa
+import sqlglot.expressions as sge
+from ibis.backends.sql.compilers.duckdb import DuckDBCompiler
+from ibis.backends.sql.compilers.postgres import PostgresCompiler
 
-from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
+from orbita.engine.segments.tables import Dialect, segment_tables
 from orbita.services.workspace import Workspace
 
 Basket = Literal["customer", "order"]
@@ -161,31 +166,18 @@ def compute_recommendations(
 ) -> Recommendations:
     """Every recommendation of the workspace as of `as_of`, from one read of its orders."""
     settings = settings or RecommendationSettings()
-    dialect = _dialect(workspace)
-    backend = workspace.events.ibis()
-    lines_name = f"_recommendation_lines_{secrets.token_hex(4)}"
-    try:
-        # The order lines, unnested once where the events are; every answer reads them.
-        backend.create_table(
-            lines_name, _order_lines(dialect, as_of=as_of, settings=settings), temp=True
-        )
-        lines = ibis.table(_LINES_SCHEMA, name=lines_name)
-        try:
-            catalogue = _fetch(backend, _catalogue(lines))
-            pairs = _fetch(backend, _pairs(lines, settings=settings))
-            sellers = _fetch(
-                backend, _best_sellers(lines, since=as_of - settings.recent, by_category=True)
-            )
-            top = _fetch(
-                backend, _best_sellers(lines, since=as_of - settings.recent, by_category=False)
-            )
-            favourites = _fetch(backend, _favourites(lines))
-            last_orders = _fetch(backend, _last_orders(lines))
-        finally:
-            backend.drop_table(lines_name, force=True)
-    finally:
-        if dialect == "postgres":
-            backend.disconnect()  # its own connection (the DuckDB one is the store's)
+    compiled = _compiled(_dialect(workspace), settings)
+    values: dict[str, Any] = {
+        "event": settings.event,
+        "start": as_of - settings.history,
+        "end": as_of,
+        "since": as_of - settings.recent,
+    }
+    tables = workspace.events.read_with_setup(
+        setup=[compiled.lines.bind(values)],
+        queries=[query.bind(values) for query in compiled.queries],
+    )
+    catalogue, pairs, sellers, top, favourites, last_orders = (t.to_pylist() for t in tables)
     return Recommendations(
         as_of=as_of,
         settings=settings,
@@ -213,23 +205,112 @@ _LINES_SCHEMA: dict[str, str] = {
     "image_url": "string",
     "url": "string",
 }
+# A temporary table: each engine's session has its own, and the store drops it with the
+# transaction it reads in.
+_LINES = "_recommendation_lines"
+_STAMP = "timestamp('UTC')"
+# The values a computation binds, each compiled as a stand-in literal that the printer below
+# writes as a named placeholder (Ibis prints parameters as literals of their values).
+_STAND_INS: dict[str, tuple[str, Any]] = {
+    "event": ("string", "orbita:recommendations:event"),
+    "start": (_STAMP, datetime(1901, 1, 1, 0, 0, 1, tzinfo=UTC)),
+    "end": (_STAMP, datetime(1901, 1, 1, 0, 0, 2, tzinfo=UTC)),
+    "since": (_STAMP, datetime(1901, 1, 1, 0, 0, 3, tzinfo=UTC)),
+}
+
+
+def _parameter(name: str) -> Any:
+    kind, stand_in = _STAND_INS[name]
+    return ibis.literal(stand_in, type=kind)
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    sql: str
+    parameters: tuple[str, ...]
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        return self.sql, {name: values[name] for name in self.parameters}
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    lines: _Query
+    # catalogue, pairs, best sellers by category, top sellers, favourites, last orders
+    queries: tuple[_Query, ...]
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(dialect: Dialect, settings: RecommendationSettings) -> _Compiled:
+    """The SQL of a computation, printed once per engine and settings: building and
+    printing the Ibis expressions took most of a computation's time."""
+    lines = ibis.table(_LINES_SCHEMA, name=_LINES)
+    since = _parameter("since")
+    fill = _print(_order_lines(dialect, settings=settings), dialect=dialect)
+    return _Compiled(
+        lines=_Query(f"CREATE TEMPORARY TABLE {_LINES} AS {fill.sql}", fill.parameters),
+        queries=tuple(
+            _print(expr, dialect=dialect)
+            for expr in (
+                _catalogue(lines),
+                _pairs(lines, settings=settings),
+                _best_sellers(lines, since=since, by_category=True),
+                _best_sellers(lines, since=since, by_category=False),
+                _favourites(lines),
+                _last_orders(lines),
+            )
+        ),
+    )
+
+
+_PSYCOPG_PLACEHOLDER = re.compile(r"%\(\w+\)s")
+
+
+def _print(expr: Any, *, dialect: Dialect) -> _Query:
+    printer = _printer(dialect)()
+    tree = printer.to_sqlglot(expr)
+    sql = tree.sql(dialect=printer.dialect)
+    if dialect == "postgres" and "%" in _PSYCOPG_PLACEHOLDER.sub("", sql):
+        raise ValueError("a % in the recommendation SQL would be read as a placeholder")
+    return _Query(sql, tuple(name for name in _STAND_INS if name in printer.used))
+
+
+@functools.cache
+def _printer(dialect: Dialect) -> type[Any]:
+    """Ibis' printer of the engine, writing the stand-ins as placeholders (`$start` on
+    DuckDB, `%(start)s` on PostgreSQL) cast to their type as the literal would be."""
+    base = DuckDBCompiler if dialect == "duckdb" else PostgresCompiler
+    names = {stand_in: name for name, (_, stand_in) in _STAND_INS.items()}
+
+    class Printer(base):  # type: ignore[misc, valid-type]  # Ibis is untyped
+        def __init__(self) -> None:
+            super().__init__()
+            self.used: set[str] = set()
+
+        def visit_Literal(self, op: Any, *, value: Any, dtype: Any) -> Any:
+            name = names.get(value) if isinstance(value, str | datetime) else None
+            if name is None:
+                return super().visit_Literal(op, value=value, dtype=dtype)
+            self.used.add(name)
+            return self.cast(sge.Placeholder(this=name), dtype)
+
+    return Printer
 
 
 def _dialect(workspace: Workspace) -> Dialect:
     backend = workspace.events.backend
-    if backend not in DIALECTS:
+    if backend not in ("duckdb", "postgres"):
         raise ValueError(f"recommendations cannot run on the {backend} event store yet")
-    return backend
+    return cast(Dialect, backend)
 
 
-def _order_lines(dialect: Dialect, *, as_of: datetime, settings: RecommendationSettings) -> Any:
+def _order_lines(dialect: Dialect, *, settings: RecommendationSettings) -> Any:
     events = segment_tables(dialect).events
-    stamp = "timestamp('UTC')"
     orders = events.filter(
-        events.name == settings.event,
+        events.name == _parameter("event"),
         events.type == "track",
-        events.timestamp > ibis.literal(as_of - settings.history, type=stamp),
-        events.timestamp <= ibis.literal(as_of, type=stamp),
+        events.timestamp > _parameter("start"),
+        events.timestamp <= _parameter("end"),
     )
     unnested = orders.select(
         "customer_id",
@@ -311,8 +392,8 @@ def _pairs(lines: Any, *, settings: RecommendationSettings) -> Any:
     )
 
 
-def _best_sellers(lines: Any, *, since: datetime, by_category: bool) -> Any:
-    recent = lines.filter(lines.timestamp > ibis.literal(since, type="timestamp('UTC')"))
+def _best_sellers(lines: Any, *, since: Any, by_category: bool) -> Any:
+    recent = lines.filter(lines.timestamp > since)
     groups = ["category", "product_id"] if by_category else ["product_id"]
     if by_category:
         recent = recent.filter(recent.category.notnull())
@@ -359,12 +440,6 @@ def _last_orders(lines: Any) -> Any:
         lines.customer_id, lines.product_id
     )
     return held.distinct().order_by("customer_id", "product_id")
-
-
-def _fetch(backend: Any, expr: Any) -> list[dict[str, Any]]:
-    table: pa.Table = backend.to_pyarrow(expr)
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return rows
 
 
 def _grouped(

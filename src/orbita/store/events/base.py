@@ -150,6 +150,10 @@ SELECT_COLUMNS = (
 )
 
 
+# SQL text and the values its named placeholders take.
+Statement = tuple[str, Mapping[str, Any]]
+
+
 class EventStore(Protocol):
     """Events of one workspace. Implementations are safe to call from several threads."""
 
@@ -197,6 +201,15 @@ class EventStore(Protocol):
 
     def ibis(self) -> Any:
         """An Ibis backend on this store, for portable queries (segments, analytics)."""
+        ...
+
+    def read_with_setup(
+        self, *, setup: Sequence[Statement], queries: Sequence[Statement]
+    ) -> list[pa.Table]:
+        """Run SQL compiled once for this engine (values bound by name: `$name` on DuckDB,
+        `%(name)s` on PostgreSQL): `setup` (the temporary tables the queries read), then each
+        query, on one connection in one transaction that is rolled back, so that nothing
+        they made outlives the call. The rows of each query."""
         ...
 
     # -- tables the segment queries read beside `events` (engine/segments/tables.py) --------

@@ -19,6 +19,7 @@ from orbita.store.events.base import (
     COLUMNS,
     SELECT_COLUMNS,
     EventCursor,
+    Statement,
     stored_event,
     with_cursor,
 )
@@ -288,6 +289,18 @@ class DuckDBEventStore:
         import ibis
 
         return ibis.duckdb.from_connection(self._cursor())
+
+    def read_with_setup(
+        self, *, setup: Sequence[Statement], queries: Sequence[Statement]
+    ) -> list[pa.Table]:
+        cur = self._cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for sql, params in setup:
+                cur.execute(sql, dict(params))
+            return [cur.sql(sql, params=dict(params)).to_arrow_table() for sql, params in queries]
+        finally:
+            cur.execute("ROLLBACK")
 
     def sync_customers(self, customers: pa.Table, *, mark: datetime | None = None) -> None:
         self._replace("customers", _CUSTOMER_COLUMNS, customers, mark=mark)

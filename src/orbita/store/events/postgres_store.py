@@ -19,6 +19,7 @@ from orbita.store.events.base import (
     EVENTS_OF_SCHEMA,
     SELECT_COLUMNS,
     EventCursor,
+    Statement,
     stored_event,
     with_cursor,
 )
@@ -212,6 +213,17 @@ class PostgresEventStore:
             database=url.database,
         )
 
+    def read_with_setup(
+        self, *, setup: Sequence[Statement], queries: Sequence[Statement]
+    ) -> list[pa.Table]:
+        with self._connection() as conn:
+            try:
+                for sql, params in setup:
+                    conn.execute(sql, params)
+                return [_rows_as_table(conn.execute(sql, params)) for sql, params in queries]
+            finally:
+                conn.rollback()  # a read: the temporary tables go with the transaction
+
     def sync_customers(self, customers: pa.Table, *, mark: datetime | None = None) -> None:
         with self._connection() as conn, conn.cursor() as cur:
             if not _shares_state(conn):  # else the state store's own table: always current
@@ -307,3 +319,9 @@ def _shares_state(conn: psycopg.Connection[Any]) -> bool:
     """Whether this database is also the state store (its `customers` is the state's)."""
     row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
     return bool(row and row[0])
+
+
+def _rows_as_table(cursor: psycopg.Cursor[Any]) -> pa.Table:
+    names = [column.name for column in cursor.description or ()]
+    rows = cursor.fetchall()
+    return pa.table({name: [row[at] for row in rows] for at, name in enumerate(names)})
