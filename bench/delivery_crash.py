@@ -256,6 +256,21 @@ def drop_database(url: str, name: str) -> None:
         )
 
 
+def code_version() -> str:
+    """The commit, and the files under src/ that differ from it: every sender run imports
+    the work tree's code as it is when the run starts."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True)
+        return done.stdout.rstrip()
+
+    changed = git("status", "--porcelain", "--", "src").splitlines()
+    return f"{git('rev-parse', '--short', 'HEAD')}" + (
+        f"; changed under src/: {', '.join(line[3:] for line in changed)}" if changed else ""
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--emails", type=int, default=100_000)
@@ -266,6 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"cpus: {os.cpu_count()}, load average before: {load_average()}", flush=True)
+    print(f"code: {code_version()}", flush=True)
 
     port = free_port()
     count = multiprocessing.Value("q", 0, lock=False)
