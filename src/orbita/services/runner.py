@@ -48,7 +48,7 @@ from orbita.services.journeys import (
     resolve_customers,
 )
 from orbita.services.scheduler import DateFires, segment_changes, timed_entries
-from orbita.services.segments import refresh_segments
+from orbita.services.segments import PreparedRefresh, refresh_segments
 from orbita.services.workspace import Workspace, read_value, write_value
 from orbita.store.state import LIVE_RUNS, journey_runs
 
@@ -158,6 +158,7 @@ def run_until(
     timed: list[CustomerEvent] = []  # scheduled entries worked out up to `timed_until`
     timed_until = start
     fires = DateFires()  # date triggers' next fires, worked out once per customer and fire
+    prepared = PreparedRefresh()  # the refresh's queries, compiled once for the run
     window_start = start
     while window_start < until:
         if timed_until <= window_start:
@@ -206,7 +207,9 @@ def run_until(
             and (window_end - last_refresh >= refresh_every or window_end == until)
         ):
             began = time.perf_counter()
-            refresh_segments(workspace=workspace, strategy=strategy, as_of=window_end)
+            refresh_segments(
+                workspace=workspace, strategy=strategy, as_of=window_end, prepared=prepared
+            )
             report.refreshes += 1
             last_refresh = window_end
             changes = segment_changes(workspace=workspace, journeys=journeys, as_of=window_end)

@@ -38,6 +38,7 @@ from orbita.core.errors import NotFoundError, UserError
 from orbita.engine.rfm import rfm_expr, rfm_from_features, rfm_orders
 from orbita.engine.segments.compile import compile_segment, feature_tables, to_sql
 from orbita.engine.segments.features import FeaturePlan, plan_features
+from orbita.engine.segments.prepared import PreparedQuery, prepare
 from orbita.engine.segments.tables import DIALECTS, Dialect, segment_tables
 from orbita.model.segments import RfmCell, Segment, dependency_order, referenced_segments, walk
 from orbita.model.strategy import Strategy
@@ -249,19 +250,69 @@ def materialise_rfm(
     as_of: datetime,
     features: FeaturePlan | None = None,
     backend: Any = None,
+    prepared: PreparedRefresh | None = None,
 ) -> int:
     """Score every customer with orders in the window and write `rfm_cells`; the count.
     With `features` (materialised on `backend`'s connection, holding the RFM orders) the
-    scores read them instead of the events."""
+    scores read them instead of the events. `prepared` keeps the query compiled for the
+    next refresh (DuckDB)."""
     dialect = _dialect(workspace)
     backend = backend or workspace.events.ibis()
     if features is not None and features.column(rfm_orders(strategy.rfm)) is not None:
+        plan = features
+        query = (
+            prepared.query(
+                strategy,
+                ("rfm", tuple(plan.table_names())),
+                lambda _at: rfm_from_features(strategy.rfm, plan=plan),
+                as_of=as_of,
+                dialect=dialect,
+            )
+            if prepared is not None and dialect == "duckdb"
+            else None
+        )
+        if query is not None:
+            backend.truncate_table("rfm_cells")
+            query.insert_into(backend, "rfm_cells", as_of)
+            return int(backend.con.execute(_RFM_COUNT).fetchall()[0][0])
         cells = rfm_from_features(strategy.rfm, plan=features)
     else:
         cells = rfm_expr(strategy.rfm, as_of=as_of, tables=segment_tables(dialect))
     # Computed where the events are: no million rows through Python and back.
     backend.insert("rfm_cells", cells, overwrite=True)
     return int(backend.to_pyarrow(_RFM_CELLS.count()).as_py())
+
+
+_RFM_COUNT = 'SELECT count(*) FROM "rfm_cells"'
+
+
+class PreparedRefresh:
+    """The refresh's queries compiled once, for a run that refreshes at many `as_of`s
+    (services/runner.py): building and printing them through Ibis costs about a second a
+    refresh whatever the store's size. Each is compiled with `as_of` a parameter
+    (engine/segments/prepared.py); a query that cannot take it so is compiled per refresh.
+    Kept for one strategy: another one empties it."""
+
+    def __init__(self) -> None:
+        self._strategy: Strategy | None = None
+        self._queries: dict[tuple[object, ...], PreparedQuery | None] = {}
+
+    def query(
+        self,
+        strategy: Strategy,
+        key: tuple[object, ...],
+        build: Callable[[datetime], Expr],
+        *,
+        as_of: datetime,
+        dialect: Dialect,
+    ) -> PreparedQuery | None:
+        if self._strategy is not strategy:
+            self._strategy = strategy
+            self._queries = {}
+        full = (dialect, *key)
+        if full not in self._queries:
+            self._queries[full] = prepare(build, as_of=as_of, dialect=dialect)
+        return self._queries[full]
 
 
 _RFM_CELLS = ibis.table({"customer_id": "int64"}, name="rfm_cells")
@@ -287,6 +338,7 @@ def refresh_segments(
     full_snapshot: bool = True,
     features: bool = True,
     timings: Callable[[str, float], None] | None = None,
+    prepared: PreparedRefresh | None = None,
 ) -> list[RefreshReport]:
     """Refresh segments (all, or `names` and what they refer to) and, when all are refreshed
     (or `stages` says so), the lifecycle stages; RFM cells first when anything uses them.
@@ -296,7 +348,8 @@ def refresh_segments(
     measures both). `full_snapshot=False` copies the profiles only when they look changed
     (the schedule's choice, see `sync_customer_snapshot`). With `features` (the default) the
     event conditions of all of them are first computed per customer in one scan per event
-    name (engine/segments/features.py) and each segment reads those tables.
+    name (engine/segments/features.py) and each segment reads those tables. `prepared`
+    (one per run of many refreshes) keeps the queries compiled from one refresh to the next.
     """
     moment = _as_of(workspace, as_of)
     note = timings or (lambda _what, _seconds: None)
@@ -314,7 +367,7 @@ def refresh_segments(
     keys = order + ([_stage_key(s.name) for s in strategy.stages] if stages is not False else [])
     _no_going_back(workspace, keys, moment)
     _repair_copies(workspace, keys)
-    refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment)
+    refresher = _Refresher(workspace=workspace, strategy=strategy, as_of=moment, prepared=prepared)
     reports = []
     with_stages = bool(stages or (stages is None and not names))
     try:
@@ -331,6 +384,7 @@ def refresh_segments(
                 as_of=moment,
                 features=refresher.features,
                 backend=refresher.backend,
+                prepared=prepared,
             )
             note("rfm", time.perf_counter() - started)
         if features:
@@ -410,8 +464,16 @@ def _current(key: str) -> Expr:
 
 
 class _Refresher:
-    def __init__(self, *, workspace: Workspace, strategy: Strategy, as_of: datetime) -> None:
+    def __init__(
+        self,
+        *,
+        workspace: Workspace,
+        strategy: Strategy,
+        as_of: datetime,
+        prepared: PreparedRefresh | None = None,
+    ) -> None:
         self.workspace = workspace
+        self.prepared = prepared
         self.strategy = strategy
         self.as_of = as_of
         self.dialect = _dialect(workspace)
@@ -421,11 +483,18 @@ class _Refresher:
         self.pending: list[_Change] = []
         self.features: FeaturePlan | None = None
 
-    def compile(self, segment: Segment, *, name: str | None, inline: bool) -> Expr:
+    def compile(
+        self,
+        segment: Segment,
+        *,
+        name: str | None,
+        inline: bool,
+        as_of: datetime | None = None,
+    ) -> Expr:
         resolve = None if inline else self._resolve
         return compile_segment(
             segment,
-            as_of=self.as_of,
+            as_of=as_of or self.as_of,
             tables=self.tables,
             segments=self.strategy.segments,
             computed_traits=self.strategy.computed_traits,
@@ -443,12 +512,31 @@ class _Refresher:
         plan = plan_features(conditions, segments=self.strategy.segments, prefix=FEATURES)
         if rfm:
             plan.add_latest(rfm_orders(self.strategy.rfm))
-        for table, expr in feature_tables(plan, as_of=self.as_of, tables=self.tables).items():
+        key = ("features", tuple(names), stages, rfm)
+        for table in plan.table_names():
             # Temporary (this connection's, never written to the store's file): dropped by
             # the end of the refresh; the refresh's queries all run on this connection.
+            query = self._prepared((*key, table), self._feature_table(plan, table))
+            if query is not None:
+                query.create_temp_table(self.backend, table, self.as_of)
+                continue
+            expr = feature_tables(plan, as_of=self.as_of, tables=self.tables)[table]
             self.backend.drop_table(table, force=True)
             self.backend.create_table(table, expr, temp=True)
         self.features = plan
+
+    def _feature_table(self, plan: FeaturePlan, table: str) -> Callable[[datetime], Expr]:
+        return lambda at: feature_tables(plan, as_of=at, tables=self.tables)[table]
+
+    def _prepared(
+        self, key: tuple[object, ...], build: Callable[[datetime], Expr]
+    ) -> PreparedQuery | None:
+        """The query `build` makes, compiled once per run (None: compile it now)."""
+        if self.prepared is None or self.dialect not in ("duckdb", "postgres"):
+            return None
+        return self.prepared.query(
+            self.strategy, key, build, as_of=self.as_of, dialect=self.dialect
+        )
 
     def drop_features(self) -> None:
         if self.features is not None:
@@ -487,10 +575,56 @@ class _Refresher:
         (over the feature tables they cost little), each stage as its segment minus the
         segments of every earlier stage, all diffed against the current members at once."""
         started = time.perf_counter()
+        meta = self._together_meta(names, stages=stages)
+        if not meta:
+            return []
+        if self.dialect != "duckdb":
+            # PostgreSQL: Ibis puts the shared parts of one big query in CTEs, where the
+            # printer leaves anti-joins as ANTI JOIN, which PostgreSQL lacks: a query each.
+            items = self._together_items(names, stages=stages, as_of=self.as_of)
+            return [self._apply(name, kind, new, digest) for name, kind, new, digest in items]
+        keys = [name if kind == "segment" else _stage_key(name) for name, kind, _ in meta]
+        query = self._prepared(
+            ("together", tuple(names), stages),
+            lambda at: self._together_diff(self._together_items(names, stages=stages, as_of=at)),
+        )
+        if query is not None:
+            rows = query.to_pyarrow(self.backend, self.as_of)
+        else:
+            items = self._together_items(names, stages=stages, as_of=self.as_of)
+            rows = self.backend.to_pyarrow(self._together_diff(items))
+        # Every analytic copy in one write (nothing later in this refresh reads them).
+        self.workspace.events.apply_member_changes(rows)
+        share = (time.perf_counter() - started) / len(meta)
+        reports = []
+        for key, (name, kind, digest) in zip(keys, meta, strict=True):
+            own = rows.filter(pc.equal(rows.column("segment"), key))
+            report = self._take(name, kind, own, digest, time.perf_counter(), applied=True)
+            reports.append(replace(report, seconds=share))
+        return reports
+
+    def _together_meta(self, names: Sequence[str], *, stages: bool) -> list[tuple[str, Kind, str]]:
+        """(name, kind, definition hash) of each item of `_together_items`, built cheaply."""
+        meta: list[tuple[str, Kind, str]] = [
+            (name, "segment", definition_hash(self.strategy.segments[name])) for name in names
+        ]
+        if stages and self.strategy.stages:
+            earlier_keys: list[str] = []
+            for stage in self.strategy.stages:
+                segment = stage.condition_segment(self.strategy.segments)
+                digest = definition_hash(segment, salt="|".join(earlier_keys) + "|")
+                meta.append((stage.name, "stage", digest))
+                earlier_keys.append(_stage_key(stage.name))
+        return meta
+
+    def _together_items(
+        self, names: Sequence[str], *, stages: bool, as_of: datetime
+    ) -> list[tuple[str, Kind, Expr, str]]:
+        """(name, kind, members at `as_of`, definition hash) of each segment and stage."""
         items: list[tuple[str, Kind, Expr, str]] = []
         for name in names:
             segment = self.strategy.segments[name]
-            new = self.compile(segment, name=name, inline=True)
+            new = self.compile(segment, name=name, inline=True, as_of=as_of)
             items.append((name, "segment", new, definition_hash(segment)))
         if stages and self.strategy.stages:
             # First match wins: each customer's stage is the first whose segment holds them.
@@ -500,6 +634,7 @@ class _Refresher:
                         stage.condition_segment(self.strategy.segments),
                         name=stage.segment if isinstance(stage.segment, str) else None,
                         inline=True,
+                        as_of=as_of,
                     ).select("customer_id", rank=ibis.literal(index, "int16"))
                     for index, stage in enumerate(self.strategy.stages)
                 ),
@@ -513,12 +648,10 @@ class _Refresher:
                 mine = first.filter(first["rank"] == index).select("customer_id")
                 items.append((stage.name, "stage", mine, digest))
                 earlier_keys.append(_stage_key(stage.name))
-        if not items:
-            return []
-        if self.dialect != "duckdb":
-            # PostgreSQL: Ibis puts the shared parts of one big query in CTEs, where the
-            # printer leaves anti-joins as ANTI JOIN, which PostgreSQL lacks: a query each.
-            return [self._apply(name, kind, new, digest) for name, kind, new, digest in items]
+        return items
+
+    def _together_diff(self, items: Sequence[tuple[str, Kind, Expr, str]]) -> Expr:
+        """(segment, customer_id, side) of every member who entered (1) or left (2)."""
         keys = [name if kind == "segment" else _stage_key(name) for name, kind, _, _ in items]
         current = _members_table().view()
         marked = ibis.union(
@@ -536,16 +669,7 @@ class _Refresher:
             distinct=False,
         )
         sides = marked.group_by("segment", "customer_id").aggregate(side=marked.side.sum())
-        rows = self.backend.to_pyarrow(sides.filter(sides.side != 3))
-        # Every analytic copy in one write (nothing later in this refresh reads them).
-        self.workspace.events.apply_member_changes(rows)
-        share = (time.perf_counter() - started) / len(items)
-        reports = []
-        for key, (name, kind, _, digest) in zip(keys, items, strict=True):
-            own = rows.filter(pc.equal(rows.column("segment"), key))
-            report = self._take(name, kind, own, digest, time.perf_counter(), applied=True)
-            reports.append(replace(report, seconds=share))
-        return reports
+        return sides.filter(sides.side != 3)
 
     def _apply(self, name: str, kind: Kind, new: Expr, digest: str) -> RefreshReport:
         started = time.perf_counter()

@@ -23,6 +23,7 @@ import ibis
 from orbita.core.errors import UserError
 from orbita.engine.segments.features import FeatureColumn, FeaturePlan, feature_key
 from orbita.engine.segments.json_access import DuckDBJson, JsonAccess, json_access
+from orbita.engine.segments.prepared import not_reusable, timestamp_literal
 from orbita.engine.segments.tables import (
     PROFILE_TEXT,
     PROFILE_TIMES,
@@ -82,7 +83,8 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _timestamp(moment: datetime) -> Expr:
-    return ibis.literal(moment, type="timestamp('UTC')")
+    # A parameter instead of a literal while a query is prepared (prepared.py).
+    return timestamp_literal(moment)
 
 
 def window_bounds(window: Window, *, as_of: datetime) -> tuple[datetime | None, datetime]:
@@ -219,6 +221,7 @@ def value_test(op: str, value: Any, values: _Values, *, as_of: datetime) -> Expr
     if op == "contains":
         return values.text().contains(value)
     if op == "anniversary_within":
+        not_reusable()  # the month-days listed depend on as_of's date
         days = anniversary_days(as_of=as_of, days=value.days)
         return values.month_day().isin(sorted(month * 100 + day for month, day in days))
     moment = values.timestamp()
