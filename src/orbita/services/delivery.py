@@ -631,6 +631,10 @@ async def _send_one(
     return _decide(delivery, row, result, now=now)
 
 
+# Rendered messages are handed to the connections this many at a time, each group's links
+# stored in one write: small enough that no connection waits long for work.
+_RELEASE_EVERY = 16
+
 _STATUS = {"sent": "sent", "unconfirmed": "sent", "retry": "queued", "dead": "dead"}
 _STATUS |= {"skipped": "skipped", "deferred": "queued"}
 
@@ -844,32 +848,16 @@ async def _deliver_batch(
         profiles=profiles,
         now=now,
     )
-    decisions: list[_Decision] = []
-    sends = []
-    links: dict[int, list[str]] = {}
-    for row in rows:
-        if int(row["outbox_id"]) in blocked:
-            decisions.append(_Decision(row, "skipped", blocked[int(row["outbox_id"])]))
-            continue
-        prepared = _prepare(
-            delivery,
-            row,
-            profiles.get(int(row["customer_id"])),
-            now=now,
-            suppressed=suppressed,
-            decided=decided,
-            caps=caps,
-        )
-        if isinstance(prepared, _Decision):
-            decisions.append(prepared)
-        else:
-            channel, message = prepared
-            message = _tracked(delivery, channel, message, int(row["outbox_id"]), links)
-            sends.append(_send_one(delivery, channel, message, row, points, now=now))
-    if links:
-        with workspace.state.begin() as connection:
-            store_links(connection, links)
-    decisions.extend(await asyncio.gather(*sends))
+    decisions = await _render_and_send(
+        workspace,
+        delivery,
+        points,
+        rows,
+        now=now,
+        profiles=profiles,
+        blocked=blocked,
+        checks=(suppressed, decided, caps),
+    )
     with workspace.state.begin() as connection:
         _write(connection, decisions, now=now, worker=delivery.claim_id)
     _record_sent(workspace, delivery, decisions, now=now)
@@ -886,6 +874,75 @@ async def _deliver_batch(
         unconfirmed=counts["unconfirmed"],
         batches=1,
     )
+
+
+async def _render_and_send(
+    workspace: Workspace,
+    delivery: Delivery,
+    points: _CommitPoints,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    profiles: Mapping[int, Mapping[str, Any]],
+    blocked: Mapping[int, str],
+    checks: tuple[Mapping[tuple[str, str], str], Mapping[tuple[int, str, str], bool], _Caps],
+) -> list[_Decision]:
+    """Each row's decision: rules, render and send. Rendering is this process's work and
+    sending mostly the server's, so messages go out as they are rendered: between two
+    renders the event loop reads the servers' replies and moves every connection on, and
+    both run at once instead of one after the other."""
+    suppressed, decided, caps = checks
+    decisions: list[_Decision] = []
+    sending: list[asyncio.Task[_Decision]] = []
+    ready: list[tuple[str, OutgoingMessage, Mapping[str, Any]]] = []
+    links: dict[int, list[str]] = {}
+
+    def release() -> None:
+        """Send what is rendered, its links stored first (a click may come back at once)."""
+        if links:
+            with workspace.state.begin() as connection:
+                store_links(connection, links)
+            links.clear()
+        for channel, message, row in ready:
+            sending.append(
+                asyncio.create_task(_send_one(delivery, channel, message, row, points, now=now))
+            )
+        ready.clear()
+
+    try:
+        for row in rows:
+            if int(row["outbox_id"]) in blocked:
+                decisions.append(_Decision(row, "skipped", blocked[int(row["outbox_id"])]))
+                continue
+            prepared = _prepare(
+                delivery,
+                row,
+                profiles.get(int(row["customer_id"])),
+                now=now,
+                suppressed=suppressed,
+                decided=decided,
+                caps=caps,
+            )
+            if isinstance(prepared, _Decision):
+                decisions.append(prepared)
+                continue
+            channel, message = prepared
+            message = _tracked(delivery, channel, message, int(row["outbox_id"]), links)
+            ready.append((channel, message, row))
+            if len(ready) >= _RELEASE_EVERY:
+                release()
+            # The loop's turn, twice: replies arrived meanwhile are read on the first, and
+            # the sends they wake write their next command on the second.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        release()
+        decisions.extend(await asyncio.gather(*sending))
+    except BaseException:
+        # A failed batch leaves its rows claimed for recovery; sends not finished stop here.
+        for task in sending:
+            task.cancel()
+        raise
+    return decisions
 
 
 def _tracked(
