@@ -28,10 +28,15 @@ from orbita.core.errors import InvalidInputError
 from orbita.core.settings import Settings
 from orbita.model.bounces import Bounce
 from orbita.model.durations import format_duration
-from orbita.services.message_events import MessageEvent, OnStored, record_message_events
+from orbita.services.message_events import (
+    MessageEvent,
+    OnStored,
+    message_facts,
+    record_message_events,
+)
 from orbita.services.workspace import Workspace, read_keys
 from orbita.store.state import bounces as bounce_rows
-from orbita.store.state import consents, customers, outbox, suppressions
+from orbita.store.state import consents, customers, suppressions
 
 EMAIL = "email"  # the suppressions' address kind of email addresses
 MARKETING = "marketing"
@@ -81,8 +86,10 @@ def process_bounces(
     policy = policy or BouncePolicy()
     if not bounces:
         return BounceReport()
+    messages = message_facts(
+        workspace=workspace, keys={b.outbox_key for b in bounces if b.outbox_key}
+    )
     with workspace.state.connect() as connection:
-        messages = _messages(connection, [b.outbox_key for b in bounces if b.outbox_key])
         emails = _emails(connection, {int(m["customer_id"]) for m in messages.values()})
     outcomes: list[BounceOutcome] = []
     events: list[MessageEvent] = []
@@ -100,28 +107,11 @@ def process_bounces(
             outcomes.append(outcome)
             if event is not None:
                 events.append(event)
-    record_message_events(workspace=workspace, events=events, on_stored=on_stored)
+    record_message_events(workspace=workspace, events=events, on_stored=on_stored, facts=messages)
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
     return BounceReport(outcomes=tuple(outcomes), counts=counts)
-
-
-def _messages(connection: Connection, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    if not keys:
-        return {}
-    query = select(
-        outbox.c.outbox_id,
-        outbox.c.idempotency_key,
-        outbox.c.customer_id,
-        outbox.c.journey,
-        outbox.c.node,
-        outbox.c.channel,
-        outbox.c.template,
-        outbox.c.variant,
-        outbox.c.run_id,
-    ).where(outbox.c.idempotency_key.in_(sorted(set(keys))))
-    return {row.idempotency_key: dict(row._mapping) for row in connection.execute(query)}
 
 
 def _emails(connection: Connection, ids: set[int]) -> dict[int, str]:
@@ -168,7 +158,7 @@ def _process_one(
             "report_key": key,
             "kind": bounce.kind,
             "address": address,
-            "outbox_id": message["outbox_id"] if message is not None else None,
+            "outbox_id": message["properties"]["outbox_id"] if message is not None else None,
             "idempotency_key": bounce.outbox_key if message is not None else None,
             "status": bounce.status,
             "diagnostic": bounce.diagnostic[:1000],

@@ -107,18 +107,21 @@ def record_message_events(
     events: Sequence[MessageEvent],
     strategy: Strategy | None = None,
     on_stored: OnStored | None = None,
+    facts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> MessageEventsReport:
     """Store these message events (those stored before are skipped) and hand the new ones
     to `on_stored` (a running server's journeys: `LiveJourneys.on_stored`).
 
     `strategy` (default: the applied one) says each message's channel and its type, which
-    names the events. Keys that name no outbox message are reported, not stored."""
+    names the events. Keys that name no outbox message are reported, not stored. `facts`:
+    the messages as `message_facts` read them, when the caller has them already."""
     for event in events:
         if event.at.tzinfo is None:
             raise InvalidInputError([], summary="message events need aware datetimes")
     if not events:
         return MessageEventsReport(received=0, stored=0)
-    facts = _messages(workspace, {event.key for event in events})
+    if facts is None:
+        facts = message_facts(workspace=workspace, keys={event.key for event in events})
     if strategy is None:
         applied = applied_strategy(workspace=workspace)
         strategy = applied.strategy if applied is not None else None
@@ -194,8 +197,9 @@ def _channel(found: Mapping[str, Any], strategy: Strategy | None) -> tuple[str |
     return channel, channel if channel in CHANNEL_WORDS else "smtp"
 
 
-def _messages(workspace: Workspace, keys: set[str]) -> dict[str, dict[str, Any]]:
-    """Per outbox key: the customer, and the message's journey facts as event properties."""
+def message_facts(*, workspace: Workspace, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """Per outbox key: the customer, when it was sent, its tracked links, and the message's
+    journey facts as event properties."""
     found: dict[str, dict[str, Any]] = {}
     wanted = sorted(keys)
     query = (
@@ -209,6 +213,8 @@ def _messages(workspace: Workspace, keys: set[str]) -> dict[str, dict[str, Any]]
             outbox.c.variant,
             outbox.c.channel,
             outbox.c.template,
+            outbox.c.sent_at,
+            outbox.c.links,
             journey_runs.c.version,
             customers.c.user_id,
         )
@@ -225,6 +231,8 @@ def _messages(workspace: Workspace, keys: set[str]) -> dict[str, dict[str, Any]]
                 "customer_id": int(row.customer_id),
                 "user_id": row.user_id,
                 "kind": row.kind,
+                "sent_at": row.sent_at,
+                "links": tuple(row.links or ()),
                 "properties": {
                     "message_key": row.idempotency_key,
                     "outbox_id": int(row.outbox_id),

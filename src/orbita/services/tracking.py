@@ -36,7 +36,12 @@ from orbita.core.settings import Settings
 from orbita.model.delivery import OutgoingMessage
 from orbita.model.strategy import Strategy
 from orbita.services.journeys import CustomerEvent
-from orbita.services.message_events import MessageEvent, message_channel, record_message_events
+from orbita.services.message_events import (
+    MessageEvent,
+    message_channel,
+    message_facts,
+    record_message_events,
+)
 from orbita.services.workspace import Workspace, read_keys
 from orbita.store.state import consents, customers, outbox
 
@@ -362,28 +367,26 @@ class _Message:
     template: str | None
     sent_at: datetime | None
     links: tuple[str, ...]
+    # As `message_facts` read them: the events recorded for the hit need them too.
+    facts: Mapping[str, Mapping[str, Any]]
 
 
 def _message(workspace: Workspace, key: str, strategy: Strategy | None) -> _Message | None:
-    with workspace.state.connect() as connection:
-        row = connection.execute(
-            select(
-                outbox.c.customer_id,
-                outbox.c.channel,
-                outbox.c.template,
-                outbox.c.sent_at,
-                outbox.c.links,
-            ).where(outbox.c.idempotency_key == key)
-        ).first()
-    if row is None:
+    facts = message_facts(workspace=workspace, keys={key})
+    found = facts.get(key)
+    if found is None:
         return None
+    properties = found["properties"]
     return _Message(
         key=key,
-        customer_id=int(row.customer_id),
-        channel=message_channel(strategy, channel=row.channel, template=row.template),
-        template=row.template,
-        sent_at=row.sent_at,
-        links=tuple(row.links or ()),
+        customer_id=int(found["customer_id"]),
+        channel=message_channel(
+            strategy, channel=properties["channel"], template=properties["template"]
+        ),
+        template=properties["template"],
+        sent_at=found["sent_at"],
+        links=found["links"],
+        facts=facts,
     )
 
 
@@ -419,6 +422,7 @@ def track_open(
         events=[event],
         strategy=strategy,
         on_stored=on_stored,
+        facts=message.facts,
     )
     return True
 
@@ -464,6 +468,7 @@ def track_click(
         events=events,
         strategy=strategy,
         on_stored=on_stored,
+        facts=message.facts,
     )
     return url
 
@@ -683,6 +688,7 @@ def _withdraw(
         events=events,
         strategy=strategy,
         on_stored=on_stored,
+        facts=message.facts,
     )
 
 
