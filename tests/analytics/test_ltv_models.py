@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -218,6 +221,58 @@ def test_paretonbd_is_finite_for_heavy_buyers() -> None:
     assert np.isfinite(alive).all()
     assert alive[1] > alive[0] > alive[2]
     assert np.isfinite(model.log_likelihood(x, t_x, T))
+
+
+def survival_by_series(A: float, B: float, C: float, z: float) -> float:
+    """(1-z)^A 2F1(A, B; C; z) by summing the series term by term in logs (all terms are
+    positive for these arguments): slow, but nothing in it can overflow."""
+    term, total, k = 0.0, 1.0, 0
+    while True:
+        term += math.log((A + k) * (B + k) / ((C + k) * (k + 1)) * z)
+        total += math.exp(term)
+        k += 1
+        if math.exp(term) < 1e-17 * total:
+            return math.exp(A * math.log1p(-z)) * total
+
+
+def test_bgnbd_expectations_are_finite_for_a_degenerate_fit() -> None:
+    """The fit of the 150-customer demo: a and b in the millions (one fixed drop-out
+    probability). Euler's form of 2F1 was 0 x inf there, and the demo's LTV NaN."""
+    model = BGNBD(
+        r=0.06196624273389795, alpha=1.1454869790816902, a=3790088.154562025, b=649561.2253397028
+    )
+    r, alpha, a, b = model.r, model.alpha, model.a, model.b
+    x = np.array([0.0, 1.0, 2.0, 0.0, 5.0, 40.0])
+    T = np.array([20.0, 31.0, 8.0, 0.5, 30.0, 30.0])
+    t = 360.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = model.expected_purchases_if_alive(t, x, T)
+        unconditional = model.expected_purchases(np.array([1.0, 30.0, t]))
+        conditional = model.conditional_expected_purchases(t, x, np.minimum(T, 5.0), T)
+    z = t / (alpha + T + t)
+    expected = [
+        (a + b + k - 1) / (a - 1) * (1 - survival_by_series(r + k, b + k, a + b + k - 1, w))
+        for k, w in zip(x, z, strict=True)
+    ]
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert np.isfinite(unconditional).all() and (np.diff(unconditional) > 0).all()
+    assert np.isfinite(conditional).all()
+    # Near z = 1, with round parameters, scipy's 2F1 fails in both forms: the limit holds.
+    steady = BGNBD(r=1.0, alpha=1.0, a=4e6, b=6e5)
+    counts = np.array([0.0, 5.0, 1.0])
+    ages = np.array([1.0, 1.0, 3.0])
+    z_near = 198.0 / (1.0 + ages + 198.0)
+    near = steady.expected_purchases_if_alive(198.0, counts, ages)
+    assert near == pytest.approx(
+        [
+            (4e6 + 6e5 + k - 1)
+            / (4e6 - 1)
+            * (1 - survival_by_series(1.0 + k, 6e5 + k, 4e6 + 6e5 + k - 1, w))
+            for k, w in zip(counts, z_near, strict=True)
+        ],
+        rel=1e-6,
+    )
 
 
 def test_folding_keeps_customers_and_order() -> None:

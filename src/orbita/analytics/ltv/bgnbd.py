@@ -63,8 +63,7 @@ class BGNBD:
         times = np.asarray(t, dtype=np.float64)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         z = times / (alpha + times)
-        # Euler's transformation of (α/(α+t))^r 2F1(r, b; a+b-1; z): bounded for any t
-        tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b - 1, z)
+        tail = _survival(r, b, a + b - 1, z)  # (α/(α+t))^r 2F1(r, b; a+b-1; z)
         return np.asarray((a + b - 1) / (a - 1) * (1 - tail), dtype=np.float64)
 
     def expected_purchases_if_alive(self, t: float, x: npt.ArrayLike, T: npt.ArrayLike) -> Floats:
@@ -74,9 +73,8 @@ class BGNBD:
         ages = np.asarray(T, dtype=np.float64)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         z = t / (alpha + ages + t)
-        # Euler's transformation of ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z),
-        # which overflows for frequent buyers in the untransformed form
-        tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + xs - 1, z)
+        # ((α+T)/(α+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z)
+        tail = _survival(r + xs, b + xs, a + b + xs - 1, z)
         return np.asarray((a + b + xs - 1) / (a - 1) * (1 - tail), dtype=np.float64)
 
     def conditional_expected_purchases(
@@ -102,6 +100,30 @@ class BGNBDFit:
     customers: int
     iterations: int
     converged: bool
+
+
+def _survival(A: npt.ArrayLike, B: npt.ArrayLike, C: npt.ArrayLike, z: npt.ArrayLike) -> Floats:
+    """(1-z)^A 2F1(A, B; C; z) for 0 <= z < 1, with C - B = a - 1 (both expectations).
+
+    It is E[((1-z)/(1-zu))^A] over u ~ Beta(B, a-1), so in (0, 1]. Three evaluations, each
+    where the one before is not finite:
+    - Euler's transformation (1-z)^(a-1) 2F1(C-A, a-1; C; z): bounded for frequent buyers,
+      whose untransformed 2F1 overflows;
+    - the untransformed form in logs: a degenerate fit (a and b in the millions: one fixed
+      drop-out probability) underflows (1-z)^(a-1) to 0 and overflows Euler's 2F1;
+    - the limit as a+b grows, u at its mean B/C: where scipy's 2F1 fails both ways, seen
+      with such fits near z = 1 (relative error of order 1/(a+b)).
+    """
+    A, B, C, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (A, B, C, z)))
+    with np.errstate(all="ignore"):
+        tail = np.asarray((1 - z) ** (C - B) * hyp2f1(C - A, C - B, C, z), dtype=np.float64)
+        bad = ~np.isfinite(tail)
+        if bad.any():
+            A, B, C, z = A[bad], B[bad], C[bad], z[bad]
+            direct = np.exp(A * np.log1p(-z) + np.log(hyp2f1(A, B, C, z)))
+            limit = np.exp(A * (np.log1p(-z) - np.log1p(-z * B / C)))
+            tail[bad] = np.where(np.isfinite(direct), direct, limit)
+    return tail
 
 
 def _arrays(
