@@ -876,6 +876,15 @@ async def _deliver_batch(
     )
 
 
+async def _io_turn() -> None:
+    """Let the connections move before the next render. The event loop runs its ready
+    callbacks in order, and this task's wake-up is queued before the ones it lets in: on
+    the first turn the loop polls the sockets, on the second their replies are read and
+    wake the sends waiting on them, on the third those sends write their next command."""
+    for _turn in range(3):
+        await asyncio.sleep(0)
+
+
 async def _render_and_send(
     workspace: Workspace,
     delivery: Delivery,
@@ -931,10 +940,7 @@ async def _render_and_send(
             ready.append((channel, message, row))
             if len(ready) >= _RELEASE_EVERY:
                 release()
-            # The loop's turn, twice: replies arrived meanwhile are read on the first, and
-            # the sends they wake write their next command on the second.
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            await _io_turn()
         release()
         decisions.extend(await asyncio.gather(*sending))
     except BaseException:
