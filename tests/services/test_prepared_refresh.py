@@ -151,3 +151,22 @@ def test_a_run_of_prepared_refreshes_records_what_fresh_refreshes_record(tmp_pat
     assert sum(entered for reports in fresh[:-1] for _, _, _, entered, _ in reports) > 100
     assert sum(exited for reports in fresh[1:-1] for _, _, _, _, exited in reports) > 10
     assert prepared._queries and all(q is not None for q in prepared._queries.values())
+
+
+def test_a_schedules_segment_compiled_once_finds_the_members_of_each_moment(
+    workspace: Workspace,
+) -> None:
+    """The schedule's segment at each cron moment (scheduler._members_at), on both engines."""
+    from orbita.services.scheduler import _members_at
+
+    store(workspace, *shop())
+    rules = clothing()
+    prepared = PreparedRefresh()
+    found = 0
+    for name in ("lapsed_30d", "at_risk_buyers", "shoe_browsers"):
+        for moment in MOMENTS:
+            kept = _members_at(workspace, rules, name, moment, prepared=prepared)
+            assert kept == _members_at(workspace, rules, name, moment), (name, moment)
+            found += len(kept)
+    assert found > 50
+    assert len(prepared._queries) == 3 and None not in prepared._queries.values()

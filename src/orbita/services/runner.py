@@ -171,6 +171,7 @@ def run_until(
                 after=timed_until,
                 until=horizon,
                 fires=fires,
+                prepared=prepared,
             )
             timed_until = horizon
             report._spent("schedule", began)

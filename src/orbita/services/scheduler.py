@@ -29,7 +29,7 @@ from orbita.model.triggers import (
     SegmentTrigger,
 )
 from orbita.services.journeys import CustomerEvent, PublishedJourneys
-from orbita.services.segments import segment_event_id, sync_customer_snapshot
+from orbita.services.segments import PreparedRefresh, segment_event_id, sync_customer_snapshot
 from orbita.services.workspace import Workspace
 from orbita.store.state import customers, segment_memberships
 
@@ -79,9 +79,11 @@ def timed_entries(
     after: datetime,
     until: datetime,
     fires: DateFires | None = None,
+    prepared: PreparedRefresh | None = None,
 ) -> list[CustomerEvent]:
     """Every entry a schedule or date trigger makes in (after, until], in time order.
-    `fires`: kept by a caller that asks for consecutive windows (`orbita run`)."""
+    `fires` and `prepared` (the schedules' segment queries compiled once): kept by a caller
+    that asks for consecutive windows (`orbita run`)."""
     timed = {
         name: journey.journey.trigger
         for name, journey in journeys.current.items()
@@ -99,7 +101,15 @@ def timed_entries(
         if isinstance(trigger, ScheduleTrigger):
             entries.extend(
                 _scheduled(
-                    workspace, strategy, journeys, name, trigger, profiles, after=after, until=until
+                    workspace,
+                    strategy,
+                    journeys,
+                    name,
+                    trigger,
+                    profiles,
+                    after=after,
+                    until=until,
+                    prepared=prepared,
                 )
             )
         elif isinstance(trigger, DateTrigger):
@@ -149,6 +159,7 @@ def _scheduled(
     *,
     after: datetime,
     until: datetime,
+    prepared: PreparedRefresh | None = None,
 ) -> Iterator[CustomerEvent]:
     by_zone: dict[str, list[_Profile]] = defaultdict(list)
     for profile in profiles:
@@ -164,7 +175,9 @@ def _scheduled(
             wanted: set[int] | None = None
             if trigger.segment is not None:
                 if moment not in at_moment:
-                    at_moment[moment] = _members_at(workspace, strategy, trigger.segment, moment)
+                    at_moment[moment] = _members_at(
+                        workspace, strategy, trigger.segment, moment, prepared=prepared
+                    )
                 wanted = at_moment[moment]
             for profile in members:
                 if wanted is None or profile.customer_id in wanted:
@@ -194,19 +207,40 @@ def _dated(
 
 
 def _members_at(
-    workspace: Workspace, strategy: Strategy, segment: str, moment: datetime
+    workspace: Workspace,
+    strategy: Strategy,
+    segment: str,
+    moment: datetime,
+    *,
+    prepared: PreparedRefresh | None = None,
 ) -> set[int]:
     """The segment's members at `moment`, computed then (as the in-memory runner does), not
-    as of the last refresh: a daily schedule must not wait for the refresh to see a lapse."""
-    expr = compile_segment(
-        strategy.segments[segment],
-        as_of=moment,
-        tables=segment_tables(workspace.events.backend),  # type: ignore[arg-type]
-        segments=strategy.segments,
-        computed_traits=strategy.computed_traits,
-        name=segment,
-    )
-    found = workspace.events.ibis().to_pyarrow(expr.select("customer_id"))
+    as of the last refresh: a daily schedule must not wait for the refresh to see a lapse.
+    With `prepared`, the query is compiled once for every moment of the run."""
+    dialect = workspace.events.backend
+
+    def build(at: datetime) -> Any:
+        return compile_segment(
+            strategy.segments[segment],
+            as_of=at,
+            tables=segment_tables(dialect),  # type: ignore[arg-type]
+            segments=strategy.segments,
+            computed_traits=strategy.computed_traits,
+            name=segment,
+        ).select("customer_id")
+
+    backend = workspace.events.ibis()
+    if prepared is not None and dialect in ("duckdb", "postgres"):
+        query = prepared.query(
+            strategy,
+            ("schedule", segment),
+            build,
+            as_of=moment,
+            dialect=dialect,  # type: ignore[arg-type]
+        )
+        if query is not None:
+            return {int(row[0]) for row in query.fetchall(backend, moment)}
+    found = backend.to_pyarrow(build(moment))
     return set(found.column("customer_id").to_pylist())
 
 

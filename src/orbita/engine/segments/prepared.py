@@ -159,6 +159,15 @@ class PreparedQuery:
         table = backend.con.sql(text, params=values).to_arrow_table()
         return DuckDBPyArrowData.convert_table(table, self.schema)
 
+    def fetchall(self, backend: Any, as_of: datetime) -> list[tuple[Any, ...]]:
+        """The rows of a prepared SELECT at `as_of`, on DuckDB or PostgreSQL."""
+        text, values = self.sql(as_of)
+        if self.dialect == "duckdb":
+            rows: list[tuple[Any, ...]] = backend.con.sql(text, params=values).fetchall()
+            return rows
+        with backend.raw_sql(text) as cursor:
+            return list(cursor.fetchall())
+
     def insert_into(self, backend: Any, name: str, as_of: datetime) -> None:
         """INSERT INTO `name` (the result's columns) the query at `as_of` (DuckDB)."""
         if self.dialect != "duckdb":
