@@ -219,7 +219,7 @@ def check(settings: Settings, ids: list[bytes]) -> int:
             f"  {key}: outbox {row.outbox_id} {row.status}, attempts {row.attempts}, {row.result}"
         )
     print(
-        f"  of them unconfirmed (the microsecond gap): {len(explained):,}; "
+        f"  of them unconfirmed (the known gap): {len(explained):,}; "
         f"lost without explanation: {len(lost):,}"
     )
     print(
