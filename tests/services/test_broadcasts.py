@@ -433,3 +433,87 @@ def test_a_click_test_counts_the_message_events_of_each_arm(
     assert (arms["A"]["click"], arms["B"]["click"]) == (seen["A"] // 25, seen["B"] // 2)
     report = broadcast_report(workspace=workspace, name="sale", now=T0 + timedelta(hours=5))
     assert report["totals"]["clicks"] == len(clicks)
+
+
+def test_the_report_counts_as_the_outbox_rows_and_events_say(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Every field of every arm against a count over the outbox rows one by one: a throttled
+    send half delivered (sent and queued rows), a holdout, message events and orders."""
+    from orbita.services.message_events import (
+        MessageEvent,
+        MessageEventKind,
+        record_message_events,
+    )
+
+    people(workspace, 120)
+    sale = SALE + "    throttle: 30\n" + '    goal: {event: "Order Completed", within: 2d}\n'
+    with smtp_server() as (port, _server):
+        strategy = make_strategy(sale, port=port)
+        send_broadcast(workspace=workspace, strategy=strategy, name="sale", now=T0)
+        deliver(workspace, strategy, tmp_path, T0 + timedelta(minutes=1))
+    rows = sorted(rows_of(workspace), key=lambda r: r["customer_id"])
+    users = {cid: user for user, cid in ids_by_user(workspace).items()}
+    kinds: dict[MessageEventKind, int] = {
+        "opened": 2,
+        "clicked": 3,
+        "bounced": 5,
+        "unsubscribed": 7,
+    }
+    message_events, orders = [], []
+    expected: dict[str, Counter[str]] = {}
+    statuses: dict[str, Counter[str]] = {}
+    for i, row in enumerate(rows):
+        arm = expected.setdefault(row["node"], Counter())
+        statuses.setdefault(row["node"], Counter())[row["status"]] += 1
+        arm["recipients"] += 1
+        sent = row["status"] == "sent"
+        if not sent and row["kind"] != "holdout":
+            continue
+        arm["measured"] += 1
+        touch = row["sent_at"] if sent else row["next_attempt_at"]
+        if sent:
+            for kind, every in kinds.items():
+                if i % every == 0:
+                    at = touch + timedelta(minutes=10)
+                    message_events.append(
+                        MessageEvent(kind=kind, key=row["idempotency_key"], at=at)
+                    )
+                    arm[kind] += 1
+        if i % 4 == 0:
+            user = users[row["customer_id"]]
+            at = touch + timedelta(hours=1)
+            orders.append(record(user, "Order Completed", at, properties={"revenue": 10.0 + i}))
+            # A second order of the customer: counted once.
+            orders.append(record(user, "Order Completed", at + timedelta(minutes=5)))
+            arm["conversions"] += 1
+            arm["revenue"] += 10 + i
+    assert {"queued", "sent"} <= {s for counted in statuses.values() for s in counted}
+    assert all(want["conversions"] for want in expected.values())
+    assert all(sum(want[kind] for want in expected.values()) for kind in kinds)
+    record_message_events(workspace=workspace, events=message_events, strategy=strategy)
+    store(workspace, *orders)
+
+    report = broadcast_report(workspace=workspace, name="sale", now=T0 + timedelta(hours=5))
+
+    arms = {arm["arm"]: arm for arm in report["arms"]}
+    assert set(arms) == set(expected) == {"A", "B", "holdout"}
+    for name, arm in arms.items():
+        want = expected[name]
+        sent = 0 if name == "holdout" else want["measured"]
+        assert arm == {
+            "arm": name,
+            "recipients": want["recipients"],
+            "sent": sent,
+            "delivered": max(0, sent - want["bounced"]),
+            "opens": want["opened"],
+            "clicks": want["clicked"],
+            "conversions": want["conversions"],
+            "conversion_rate": want["conversions"] / want["measured"] if want["measured"] else None,
+            "revenue": round(float(want["revenue"]), 2),
+            "unsubscribes": want["unsubscribed"],
+            "statuses": dict(sorted(statuses[name].items())),
+        }
+    assert report["totals"]["recipients"] == sum(
+        want["recipients"] for name, want in expected.items() if name != "holdout"
+    )

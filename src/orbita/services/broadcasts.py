@@ -977,6 +977,7 @@ class _Measured:
     conversions: int = 0
     revenue: float = 0.0
     revenue_squares: float = 0.0
+    statuses: dict[str, int] = field(default_factory=dict)  # outbox rows by status
 
 
 def _measure_arms(
@@ -1014,37 +1015,45 @@ def _tally(
     unsubscribes, bounces (message events naming the message's key) and goal conversions
     with revenue within the goal's window after the message (for the holdout, after the
     moment it would have gone)."""
-    query = select(
-        outbox.c.idempotency_key,
+    of_occurrence = outbox.c.run_id.in_(run_ids)
+    # Counted in SQL; read row by row: only the recipients measured (sent, or held out),
+    # whose customer and time the event windows need.
+    counted = select(outbox.c.node, outbox.c.kind, outbox.c.status, func.count()).where(
+        of_occurrence
+    )
+    measured = select(
         outbox.c.customer_id,
         outbox.c.node,
-        outbox.c.kind,
         outbox.c.status,
         outbox.c.sent_at,
         outbox.c.next_attempt_at,
-    ).where(outbox.c.run_id.in_(run_ids))
-    with workspace.state.connect() as connection:
-        rows = connection.execute(query).all()
+    ).where(of_occurrence, (outbox.c.status == "sent") | (outbox.c.kind == "holdout"))
     tally: dict[str, _Measured] = {}
     touched: dict[int, tuple[str, datetime]] = {}
-    keys: dict[str, str] = {}
-    for key, customer, node, kind, status, sent_at, planned in rows:
-        arm = tally.setdefault(node, _Measured())
-        arm.recipients += 1
-        if status == "sent":
-            arm.sent += 1
-            keys[key] = node
-            touched[int(customer)] = (node, sent_at)
-        elif kind == "holdout":
-            arm.sent += 1  # measured as if sent, at the moment it would have been
-            touched[int(customer)] = (node, planned)
+    with workspace.state.connect() as connection:
+        for node, kind, status, rows in connection.execute(
+            counted.group_by(outbox.c.node, outbox.c.kind, outbox.c.status)
+        ):
+            n = int(rows)
+            arm = tally.setdefault(node, _Measured())
+            arm.recipients += n
+            arm.statuses[status] = arm.statuses.get(status, 0) + n
+            if status == "sent" or kind == "holdout":
+                arm.sent += n  # a holdout measured as if sent, when it would have been
+        for customer, node, status, sent_at, planned in connection.execute(measured):
+            touched[int(customer)] = (node, sent_at if status == "sent" else planned)
     if not touched:
         return tally
     start = min(at for _, at in touched.values())
     customer_ids = sorted(touched)
     for name, attribute in _MESSAGE_EVENTS.items():
-        for properties in _event_properties(workspace, customer_ids, name, start, now):
-            node = keys.get(str(properties.get("message_key")))
+        named = [
+            str(properties.get("message_key"))
+            for properties in _event_properties(workspace, customer_ids, name, start, now)
+        ]
+        node_of = _sent_nodes(workspace, run_ids=run_ids, keys=set(named))
+        for key in named:
+            node = node_of.get(key)
             if node is not None:
                 setattr(tally[node], attribute, getattr(tally[node], attribute) + 1)
     goal = occurrence.broadcast.goal
@@ -1071,6 +1080,28 @@ def _tally(
             arm.revenue += revenue
             arm.revenue_squares += revenue * revenue
     return tally
+
+
+KEY_CHUNK = 5_000
+
+
+def _sent_nodes(workspace: Workspace, *, run_ids: Sequence[str], keys: set[str]) -> dict[str, str]:
+    """The arm of each of these message keys sent by the occurrence (events name few of
+    its messages: looked up, not every sent row read)."""
+    found: dict[str, str] = {}
+    ordered = sorted(keys)
+    with workspace.state.connect() as connection:
+        for at in range(0, len(ordered), KEY_CHUNK):
+            chunk = ordered[at : at + KEY_CHUNK]
+            for key, node in connection.execute(
+                select(outbox.c.idempotency_key, outbox.c.node).where(
+                    outbox.c.run_id.in_(run_ids),
+                    outbox.c.status == "sent",
+                    outbox.c.idempotency_key.in_(chunk),
+                )
+            ):
+                found[key] = node
+    return found
 
 
 # Message events counted per message (H3's names: see services/message_events.py).
@@ -1149,15 +1180,6 @@ def broadcast_report(
     experiment's result."""
     found = find_occurrence(workspace=workspace, name=name, occurrence=occurrence)
     tally = _tally(workspace, found, run_ids=found.run_ids, now=now)
-    with workspace.state.connect() as connection:
-        statuses = {
-            (node, status): int(n)
-            for node, status, n in connection.execute(
-                select(outbox.c.node, outbox.c.status, func.count())
-                .where(outbox.c.run_id.in_(found.run_ids))
-                .group_by(outbox.c.node, outbox.c.status)
-            )
-        }
     arms: list[dict[str, Any]] = []
     for node in sorted(tally, key=lambda n: (n == HOLDOUT_ARM, n)):
         m = tally[node]
@@ -1175,7 +1197,7 @@ def broadcast_report(
                 "conversion_rate": m.conversions / m.sent if m.sent else None,
                 "revenue": round(m.revenue, 2),
                 "unsubscribes": m.unsubscribes,
-                "statuses": {s: n for (a, s), n in sorted(statuses.items()) if a == node},
+                "statuses": dict(sorted(m.statuses.items())),
             }
         )
     totals = {
