@@ -24,6 +24,7 @@ from orbita.services.delivery import (
     deliver_due,
     prepare_delivery,
 )
+from orbita.services.send_journal import SendJournal, journals
 from orbita.services.workspace import Workspace
 from orbita.store.state import consents, delivery_attempts, outbox, suppressions
 
@@ -41,19 +42,20 @@ def deliver(
 ) -> DeliveryReport:
     async def run() -> DeliveryReport:
         clients = open_channels(strategy.channels, env={})
+        delivery = prepare_delivery(
+            strategy=strategy,
+            base_dir=folder,
+            clients=clients,
+            worker_id=worker_id,
+            policy=policy,
+            link_secret=SECRET,
+            seed=1,
+        )
         try:
-            delivery = prepare_delivery(
-                strategy=strategy,
-                base_dir=folder,
-                clients=clients,
-                worker_id=worker_id,
-                policy=policy,
-                link_secret=SECRET,
-                seed=1,
-            )
             return await deliver_due(workspace=workspace, delivery=delivery, now=now)
         finally:
             await close_channels(clients)
+            delivery.close_journal()
 
     return asyncio.run(run())
 
@@ -253,6 +255,52 @@ def test_a_dead_senders_claims_are_recovered(workspace: Workspace, tmp_path: Pat
     assert [row["status"] for row in outbox_rows(workspace)] == ["sent"] * 4
     outcomes = sorted(outcome for _, outcome, _ in attempts(workspace))
     assert outcomes == ["requeued", "requeued", "requeued", "sent", "sent", "sent", "unconfirmed"]
+
+
+def test_a_dead_senders_journal_tells_which_committing_rows_never_got_their_dot(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """`committing` rows a dead sender left: those its journal names had their final dot
+    written and are not sent again; one it does not name died waiting for the commit's
+    answer, before the dot, and is sent again. Without a journal (another host's sender)
+    nothing tells: unconfirmed. The dead run's journal goes once it is recovered."""
+    lease = T0 + timedelta(minutes=5)
+    with smtp_server() as (port, server):
+        strategy = write_strategy(tmp_path, port)
+        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2"])
+        finished, unfinished, elsewhere = [row["outbox_id"] for row in outbox_rows(workspace)]
+        with workspace.state.begin() as connection:
+            for outbox_id, claim in [
+                (finished, "sender-2/killed"),
+                (unfinished, "sender-2/killed"),
+                (elsewhere, "sender-7/other-host"),
+            ]:
+                connection.execute(
+                    outbox.update()
+                    .where(outbox.c.outbox_id == outbox_id)
+                    .values(status="committing", claimed_by=claim, claimed_until=lease)
+                )
+        # What the killed run wrote before its last dot; it never closed its journal.
+        killed = SendJournal(workspace_dir=workspace.settings.workspace, claim="sender-2/killed")
+        killed.about_to_finish(finished)
+        assert set(journals(workspace.settings.workspace)) == {"sender-2/killed"}
+        report = deliver(
+            workspace, strategy, tmp_path, now=lease + timedelta(minutes=1), worker_id="sender-2"
+        )
+        resent = [m.message["X-Orbita-Key"] for m in server.messages]
+    rows = {row["outbox_id"]: row for row in outbox_rows(workspace)}
+    assert (report.recovered, report.sent) == (3, 1)
+    assert resent == [rows[unfinished]["idempotency_key"]]
+    assert {i: rows[i]["result"]["outcome"] for i in rows} == {
+        finished: "unconfirmed",
+        unfinished: "sent",
+        elsewhere: "unconfirmed",
+    }
+    reasons = {reason for _, outcome, reason in attempts(workspace) if outcome == "requeued"}
+    assert reasons == {
+        "sender-2/killed stopped before the final dot (its journal): the server dropped it"
+    }
+    assert journals(workspace.settings.workspace) == {}
 
 
 def test_quiet_hours_defer_marketing_to_the_morning_in_the_customers_zone(

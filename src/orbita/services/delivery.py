@@ -14,11 +14,15 @@ What a crash leaves, and what happens to it (DESIGN.md, Delivery guarantees):
 - `sending`: the server never got the final dot (it drops such a transaction), so the
   message is sent again with the same Message-ID. HTTP providers get the same
   Idempotency-Key and deduplicate.
-- `committing`: the dot was handed to the kernel (which delivers it even when the process
-  is killed), so the message is not sent again; it is marked `sent` with `unconfirmed`.
-  The one gap: a kill in the microseconds between that commit and the write of the dot
-  loses the message, and it is the row marked unconfirmed that says so.
-So: exactly once at the server, except that microsecond window per connection.
+- `committing`: right after that commit the sender notes the message in its journal, a
+  file of its own (`services.send_journal`), and then writes the dot, which the kernel
+  delivers even when the process is killed. A row its journal names is not sent again
+  (marked `sent`, `unconfirmed`); a row it does not name never got its dot (the sender died
+  waiting for the database's answer to the commit, say) and is sent again.
+So: exactly once at the server. The one gap is a kill in the microseconds between the
+journal's write and the dot's, which loses that message; its row says unconfirmed. A
+sender that ran on another host leaves no journal here: its `committing` rows are taken
+as sent, unconfirmed.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Connection,
-    and_,
     bindparam,
     false,
     func,
@@ -58,6 +61,7 @@ from orbita.model.durations import format_duration
 from orbita.model.strategy import Strategy
 from orbita.services.message_events import MessageEvent, OnStored, record_message_events
 from orbita.services.recommendations import RecommendationCache, message_recommendations
+from orbita.services.send_journal import SendJournal, discard_journals, journals
 from orbita.services.send_rules import blocked_by_rules
 from orbita.services.templates import (
     DEFAULT_CURRENCY,
@@ -157,6 +161,7 @@ class Delivery:
     recommendations: RecommendationCache | None = None
     _limiters: dict[str, _Limiter] = field(default_factory=dict)
     _recovered: bool = False
+    _journal: SendJournal | None = None
     # What this sender's claims carry: its worker id and a token of this run, so that two
     # processes started with one worker id by mistake still never both send a message.
     claim_id: str = ""
@@ -178,6 +183,19 @@ class Delivery:
                 concurrency=config.concurrency, rate=config.rate_per_second
             )
         return self._limiters[channel]
+
+    def journal(self, workspace: Workspace) -> SendJournal:
+        if self._journal is None:
+            self._journal = SendJournal(
+                workspace_dir=workspace.settings.workspace, claim=self.claim_id
+            )
+        return self._journal
+
+    def close_journal(self) -> None:
+        """The run is over and its outcomes written: its journal is of no more use."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def webhook_channel(self) -> str | None:
         for name, config in self.strategy.channels.items():
@@ -560,11 +578,13 @@ class _Caps:
 
 class _CommitPoints:
     """Records the point of no return of one message at a time, each in its own commit, on
-    a DB-API connection kept open for it: the shortest path from the commit to the dot."""
+    a DB-API connection kept open for it, then in the sender's journal right before the
+    dot (`services.send_journal`)."""
 
-    def __init__(self, workspace: Workspace, worker: str) -> None:
+    def __init__(self, workspace: Workspace, worker: str, journal: SendJournal) -> None:
         self.raw = workspace.state.raw_connection()
         self.worker = worker
+        self.journal = journal
         mark = "?" if workspace.state.dialect.paramstyle == "qmark" else "%s"
         # Plain SQL on purpose: this runs once per message, between two SMTP writes.
         self.sql = (
@@ -581,7 +601,10 @@ class _CommitPoints:
             finally:
                 cursor.close()
             self.raw.commit()
-            return changed == 1
+            if changed != 1:
+                return False
+            self.journal.about_to_finish(outbox_id)  # the last thing before the dot
+            return True
 
         return commit
 
@@ -699,11 +722,16 @@ def _write(
     )
 
 
-def recover_outbox(*, workspace: Workspace, worker_id: str | None, now: datetime) -> int:
+def recover_outbox(
+    *, workspace: Workspace, worker_id: str | None, now: datetime, keep: str | None = None
+) -> int:
     """Rows left claimed by a sender that died: this worker id's own (it restarted: a worker
     id names one sender process at a time) and any whose lease ran out. `sending` goes back
-    to the queue (the server never got the message); `committing` becomes `sent`,
-    unconfirmed (it did, as far as can be known)."""
+    to the queue (the server never got the message). `committing` goes back too when the
+    dead sender's journal shows it never reached the final dot; otherwise it becomes
+    `sent`, unconfirmed (it did, as far as can be known). `keep`: the caller's own live
+    claim, whose journal stays."""
+    dots = journals(workspace.settings.workspace)
     with workspace.state.begin() as connection:
         if not _is_postgres(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -725,20 +753,22 @@ def recover_outbox(*, workspace: Workspace, worker_id: str | None, now: datetime
         if _is_postgres(connection):
             query = query.with_for_update(skip_locked=True)
         rows = [dict(row._mapping) for row in connection.execute(query)]
-        if not rows:
-            return 0
-        requeue = [r for r in rows if r["status"] == "sending"]
-        committed = [r for r in rows if r["status"] == "committing"]
+        for row in rows:
+            row["reason"] = _recovery_reason(row, dots)
+            if row["status"] == "committing" and _before_the_dot(row, dots):
+                row["status"] = "sending"
+        requeue = [r["outbox_id"] for r in rows if r["status"] == "sending"]
+        committed = [r["outbox_id"] for r in rows if r["status"] == "committing"]
         if requeue:
             connection.execute(
                 update(outbox)
-                .where(and_(outbox.c.outbox_id.in_([r["outbox_id"] for r in requeue])))
+                .where(outbox.c.outbox_id.in_(requeue))
                 .values(status="queued", next_attempt_at=now, claimed_by=None, claimed_until=None)
             )
         if committed:
             connection.execute(
                 update(outbox)
-                .where(outbox.c.outbox_id.in_([r["outbox_id"] for r in committed]))
+                .where(outbox.c.outbox_id.in_(committed))
                 .values(
                     status="sent",
                     sent_at=now,
@@ -750,26 +780,49 @@ def recover_outbox(*, workspace: Workspace, worker_id: str | None, now: datetime
                     },
                 )
             )
-        connection.execute(
-            insert(delivery_attempts),
-            [
-                {
-                    "outbox_id": r["outbox_id"],
-                    "customer_id": r["customer_id"],
-                    "attempt": r["attempts"],
-                    "at": now,
-                    "outcome": "requeued" if r["status"] == "sending" else "unconfirmed",
-                    "reason": (
-                        f"{r['claimed_by']} stopped before the message was committed"
-                        if r["status"] == "sending"
-                        else f"{r['claimed_by']} stopped after the point of no return"
-                    ),
-                    "worker": worker_id or "(lease expired)",
-                }
-                for r in rows
-            ],
-        )
+        if rows:
+            connection.execute(
+                insert(delivery_attempts),
+                [
+                    {
+                        "outbox_id": r["outbox_id"],
+                        "customer_id": r["customer_id"],
+                        "attempt": r["attempts"],
+                        "at": now,
+                        "outcome": "requeued" if r["status"] == "sending" else "unconfirmed",
+                        "reason": r["reason"],
+                        "worker": worker_id or "(lease expired)",
+                    }
+                    for r in rows
+                ],
+            )
+        done = {str(r["claimed_by"]) for r in rows}
+        if worker_id is not None:  # its earlier runs are over, rows left or not
+            done |= {claim for claim in dots if claim.startswith(f"{worker_id}/")}
+        left = connection.execute(
+            select(outbox.c.claimed_by)
+            .distinct()
+            .where(text("status IN ('sending', 'committing')"), outbox.c.claimed_by.in_(done))
+        ).scalars()
+        done -= {str(claim) for claim in left}
+    discard_journals(workspace.settings.workspace, done - {keep})
     return len(rows)
+
+
+def _recovery_reason(row: Mapping[str, Any], dots: Mapping[str, set[int]]) -> str:
+    claim = row["claimed_by"]
+    if row["status"] == "sending":
+        return f"{claim} stopped before the message was committed"
+    if _before_the_dot(row, dots):
+        return f"{claim} stopped before the final dot (its journal): the server dropped it"
+    return f"{claim} stopped after the point of no return"
+
+
+def _before_the_dot(row: Mapping[str, Any], dots: Mapping[str, set[int]]) -> bool:
+    """A `committing` row whose sender's journal is here and does not name it: that sender
+    died between its commit and the final dot, which it never wrote."""
+    journal = dots.get(str(row["claimed_by"]))
+    return journal is not None and int(row["outbox_id"]) not in journal
 
 
 async def deliver_due(
@@ -795,7 +848,7 @@ async def deliver_due(
     else:
         recovered = _recover_expired(workspace, delivery, now)
     report = DeliveryReport(recovered=recovered)
-    points = _CommitPoints(workspace, worker)
+    points = _CommitPoints(workspace, worker, delivery.journal(workspace))
     try:
         while max_batches is None or report.batches < max_batches:
             batch = await _deliver_batch(workspace, delivery, points, now=now)
@@ -819,7 +872,7 @@ def _recover_expired(workspace: Workspace, delivery: Delivery, now: datetime) ->
     if stale is None:
         return 0
     # Another sender's lease ran out; our own live claims are never older than one batch.
-    return recover_outbox(workspace=workspace, worker_id=None, now=now)
+    return recover_outbox(workspace=workspace, worker_id=None, now=now, keep=delivery.claim_id)
 
 
 async def _deliver_batch(
@@ -860,6 +913,7 @@ async def _deliver_batch(
     )
     with workspace.state.begin() as connection:
         _write(connection, decisions, now=now, worker=delivery.claim_id)
+    points.journal.clear()  # every message of the batch has its outcome now
     _record_sent(workspace, delivery, decisions, now=now)
     counts = {"sent": 0, "retry": 0, "dead": 0, "skipped": 0, "unconfirmed": 0, "deferred": 0}
     for decision in decisions:
@@ -1030,6 +1084,7 @@ async def run_sender(
         if report.claimed == 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=idle_seconds)
+    delivery.close_journal()
     return total
 
 
@@ -1064,6 +1119,7 @@ class BlockingSender:
             self._runner.run(close_all())
         finally:
             self._runner.close()
+            self.delivery.close_journal()
 
     def __enter__(self) -> BlockingSender:
         return self

@@ -116,4 +116,5 @@ class BackgroundSender:
         if self._delivery is not None:
             for client in self._delivery.clients.values():
                 await client.close()
+            self._delivery.close_journal()
             self._delivery = None

@@ -170,8 +170,8 @@ class SmtpClient:
         the point of no return; then the dot. A server drops a transaction whose dot never
         came, so a sender killed before the commit has delivered nothing (the message is
         sent again), and one killed after it has handed the dot to the kernel, which
-        delivers it (the message is not sent again). Only a kill in the microseconds between
-        the commit and the write loses the message; it stays recorded as unconfirmed."""
+        delivers it (the message is not sent again). `commit` is the last thing before the
+        write: nothing of this method's may run between them."""
         await smtp.mail(envelope_from, options=options)
         await smtp.rcpt(to)
         start = await smtp.execute_command(b"DATA")
