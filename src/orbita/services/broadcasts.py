@@ -33,7 +33,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, case, func, insert, select, update
 
 from orbita.analytics.experiments import ArmData, analyze, winner
 from orbita.core.errors import NotFoundError, UserError
@@ -1021,13 +1021,12 @@ def _tally(
     counted = select(outbox.c.node, outbox.c.kind, outbox.c.status, func.count()).where(
         of_occurrence
     )
-    measured = select(
-        outbox.c.customer_id,
-        outbox.c.node,
-        outbox.c.status,
-        outbox.c.sent_at,
-        outbox.c.next_attempt_at,
-    ).where(of_occurrence, (outbox.c.status == "sent") | (outbox.c.kind == "holdout"))
+    sent = outbox.c.status == "sent"
+    # A holdout is measured from the moment its message would have gone.
+    moment = case((sent, outbox.c.sent_at), else_=outbox.c.next_attempt_at)
+    measured = select(outbox.c.customer_id, outbox.c.node, moment).where(
+        of_occurrence, sent | (outbox.c.kind == "holdout")
+    )
     tally: dict[str, _Measured] = {}
     touched: dict[int, tuple[str, datetime]] = {}
     with workspace.state.connect() as connection:
@@ -1040,8 +1039,8 @@ def _tally(
             arm.statuses[status] = arm.statuses.get(status, 0) + n
             if status == "sent" or kind == "holdout":
                 arm.sent += n  # a holdout measured as if sent, when it would have been
-        for customer, node, status, sent_at, planned in connection.execute(measured):
-            touched[int(customer)] = (node, sent_at if status == "sent" else planned)
+        for customer, node, at in connection.execute(measured):
+            touched[int(customer)] = (node, at)
     if not touched:
         return tally
     start = min(at for _, at in touched.values())
