@@ -260,6 +260,30 @@ def test_a_recomputed_snapshot_equals_a_fresh_caches(shop: Workspace) -> None:
     assert later == answers(compute_recommendations(workspace=shop, as_of=AS_OF), shop)
 
 
+@pytest.mark.parametrize(("dialect", "placeholder"), [("duckdb", "$"), ("postgres", "%(")])
+def test_the_sql_binds_the_event_and_the_bounds(dialect: Any, placeholder: str) -> None:
+    """Printed once per engine and settings: the values of a computation are parameters,
+    never written into the text."""
+    from orbita.services.recommendations import _compiled
+
+    settings = RecommendationSettings(event="Order's Completed")
+    compiled = _compiled(dialect, settings)
+    assert compiled.lines.parameters == ("event", "start", "end")
+    for name in compiled.lines.parameters:
+        assert f"{placeholder}{name}" in compiled.lines.sql
+    texts = [compiled.lines.sql, *(query.sql for query in compiled.queries)]
+    assert not any("Order" in text or "1901" in text for text in texts)
+    assert [query.parameters for query in compiled.queries] == [
+        (),
+        (),
+        ("since",),
+        ("since",),
+        (),
+        (),
+    ]
+    assert _compiled(dialect, settings) is compiled
+
+
 STRATEGY = """workspace: shop
 channels:
   email: {type: smtp, port: 2525, from: "Shop <shop@example.com>"}
