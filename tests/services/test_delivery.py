@@ -260,18 +260,20 @@ def test_a_dead_senders_claims_are_recovered(workspace: Workspace, tmp_path: Pat
 def test_a_dead_senders_journal_tells_which_committing_rows_never_got_their_dot(
     workspace: Workspace, tmp_path: Path
 ) -> None:
-    """`committing` rows a dead sender left: those its journal names had their final dot
-    written and are not sent again; one it does not name died waiting for the commit's
-    answer, before the dot, and is sent again. Without a journal (another host's sender)
-    nothing tells: unconfirmed. The dead run's journal goes once it is recovered."""
+    """`committing` rows a dead sender left: one its journal does not name died waiting for
+    the commit's answer, before the dot, and is sent again; one it names had its dot
+    written (unconfirmed), one the server answered was taken (sent). Without a journal
+    (another host's sender) nothing tells: unconfirmed. The dead run's journal goes once
+    it is recovered, and what went out has its message events."""
     lease = T0 + timedelta(minutes=5)
     with smtp_server() as (port, server):
         strategy = write_strategy(tmp_path, port)
-        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2"])
-        finished, unfinished, elsewhere = [row["outbox_id"] for row in outbox_rows(workspace)]
+        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2", "u3"])
+        dotted, taken, unfinished, elsewhere = [row["outbox_id"] for row in outbox_rows(workspace)]
         with workspace.state.begin() as connection:
             for outbox_id, claim in [
-                (finished, "sender-2/killed"),
+                (dotted, "sender-2/killed"),
+                (taken, "sender-2/killed"),
                 (unfinished, "sender-2/killed"),
                 (elsewhere, "sender-7/other-host"),
             ]:
@@ -280,27 +282,36 @@ def test_a_dead_senders_journal_tells_which_committing_rows_never_got_their_dot(
                     .where(outbox.c.outbox_id == outbox_id)
                     .values(status="committing", claimed_by=claim, claimed_until=lease)
                 )
-        # What the killed run wrote before its last dot; it never closed its journal.
+        # What the killed run wrote before it died; it never closed its journal.
         killed = SendJournal(workspace_dir=workspace.settings.workspace, claim="sender-2/killed")
-        killed.about_to_finish(finished)
+        killed.about_to_finish(taken)
+        killed.taken(taken)
+        killed.about_to_finish(dotted)
         assert set(journals(workspace.settings.workspace)) == {"sender-2/killed"}
         report = deliver(
             workspace, strategy, tmp_path, now=lease + timedelta(minutes=1), worker_id="sender-2"
         )
         resent = [m.message["X-Orbita-Key"] for m in server.messages]
     rows = {row["outbox_id"]: row for row in outbox_rows(workspace)}
-    assert (report.recovered, report.sent) == (3, 1)
+    assert (report.recovered, report.sent) == (4, 1)
     assert resent == [rows[unfinished]["idempotency_key"]]
-    assert {i: rows[i]["result"]["outcome"] for i in rows} == {
-        finished: "unconfirmed",
-        unfinished: "sent",
-        elsewhere: "unconfirmed",
+    assert {i: (rows[i]["status"], rows[i]["result"]["outcome"]) for i in rows} == {
+        dotted: ("sent", "unconfirmed"),
+        taken: ("sent", "sent"),
+        unfinished: ("sent", "sent"),
+        elsewhere: ("sent", "unconfirmed"),
     }
-    reasons = {reason for _, outcome, reason in attempts(workspace) if outcome == "requeued"}
-    assert reasons == {
-        "sender-2/killed stopped before the final dot (its journal): the server dropped it"
-    }
+    recovered = sorted((outcome, reason) for _, outcome, reason in attempts(workspace))
+    assert recovered == [
+        ("requeued", "sender-2/killed stopped before the final dot (its journal): sent again"),
+        ("sent", "Message accepted"),  # aiosmtpd's answer to the message sent again
+        ("sent", "sender-2/killed stopped after the server took it (its journal)"),
+        ("unconfirmed", "sender-2/killed stopped after the point of no return"),
+        ("unconfirmed", "sender-7/other-host stopped after the point of no return"),
+    ]
     assert journals(workspace.settings.workspace) == {}
+    names = workspace.events.counts_by_name()
+    assert (names.get("Email Sent"), names.get("Email Delivered")) == (4, 2)
 
 
 def test_quiet_hours_defer_marketing_to_the_morning_in_the_customers_zone(

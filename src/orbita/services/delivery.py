@@ -59,9 +59,14 @@ from orbita.model.channels import Channel, WebhookChannel
 from orbita.model.delivery import ChannelClient, CommitPoint, DeliveryResult, OutgoingMessage
 from orbita.model.durations import format_duration
 from orbita.model.strategy import Strategy
-from orbita.services.message_events import MessageEvent, OnStored, record_message_events
+from orbita.services.message_events import (
+    MessageEvent,
+    MessageEventKind,
+    OnStored,
+    record_message_events,
+)
 from orbita.services.recommendations import RecommendationCache, message_recommendations
-from orbita.services.send_journal import SendJournal, discard_journals, journals
+from orbita.services.send_journal import Journal, SendJournal, discard_journals, journals
 from orbita.services.send_rules import blocked_by_rules
 from orbita.services.templates import (
     DEFAULT_CURRENCY,
@@ -651,6 +656,8 @@ async def _send_one(
         await limiter.wait_turn()
         client = delivery.clients[channel]
         result = await client.send(message, commit=points.point(int(row["outbox_id"])))
+    if result.status == "delivered" and not result.unconfirmed:
+        points.journal.taken(int(row["outbox_id"]))
     return _decide(delivery, row, result, now=now)
 
 
@@ -723,21 +730,28 @@ def _write(
 
 
 def recover_outbox(
-    *, workspace: Workspace, worker_id: str | None, now: datetime, keep: str | None = None
+    *,
+    workspace: Workspace,
+    worker_id: str | None,
+    now: datetime,
+    keep: str | None = None,
+    strategy: Strategy | None = None,
 ) -> int:
     """Rows left claimed by a sender that died: this worker id's own (it restarted: a worker
     id names one sender process at a time) and any whose lease ran out. `sending` goes back
-    to the queue (the server never got the message). `committing` goes back too when the
-    dead sender's journal shows it never reached the final dot; otherwise it becomes
-    `sent`, unconfirmed (it did, as far as can be known). `keep`: the caller's own live
-    claim, whose journal stays."""
-    dots = journals(workspace.settings.workspace)
+    to the queue (the server never got the message). A `committing` row goes by the dead
+    sender's journal (`services.send_journal`): back to the queue if its dot was never
+    written, `sent` if the server took it, else `sent`, unconfirmed (it was, as far as can
+    be known); with no journal here, unconfirmed. `keep`: the caller's own live claim,
+    whose journal stays; `strategy` names the message events of what was sent."""
+    found = journals(workspace.settings.workspace)
     with workspace.state.begin() as connection:
         if not _is_postgres(connection):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         query = select(
             outbox.c.outbox_id,
             outbox.c.customer_id,
+            outbox.c.idempotency_key,
             outbox.c.attempts,
             outbox.c.status,
             outbox.c.claimed_by,
@@ -754,32 +768,28 @@ def recover_outbox(
             query = query.with_for_update(skip_locked=True)
         rows = [dict(row._mapping) for row in connection.execute(query)]
         for row in rows:
-            row["reason"] = _recovery_reason(row, dots)
-            if row["status"] == "committing" and _before_the_dot(row, dots):
-                row["status"] = "sending"
-        requeue = [r["outbox_id"] for r in rows if r["status"] == "sending"]
-        committed = [r["outbox_id"] for r in rows if r["status"] == "committing"]
+            row["outcome"], row["reason"] = _recovered(row, found.get(str(row["claimed_by"])))
+        requeue = [r["outbox_id"] for r in rows if r["outcome"] == "requeued"]
         if requeue:
             connection.execute(
                 update(outbox)
                 .where(outbox.c.outbox_id.in_(requeue))
                 .values(status="queued", next_attempt_at=now, claimed_by=None, claimed_until=None)
             )
-        if committed:
-            connection.execute(
-                update(outbox)
-                .where(outbox.c.outbox_id.in_(committed))
-                .values(
-                    status="sent",
-                    sent_at=now,
-                    claimed_by=None,
-                    claimed_until=None,
-                    result={
-                        "outcome": "unconfirmed",
-                        "reason": "the sender stopped after the point of no return",
-                    },
+        for outcome in ("sent", "unconfirmed"):
+            sent = [r["outbox_id"] for r in rows if r["outcome"] == outcome]
+            if sent:
+                connection.execute(
+                    update(outbox)
+                    .where(outbox.c.outbox_id.in_(sent))
+                    .values(
+                        status="sent",
+                        sent_at=now,
+                        claimed_by=None,
+                        claimed_until=None,
+                        result={"outcome": outcome, "reason": _RECOVERED_SENT[outcome]},
+                    )
                 )
-            )
         if rows:
             connection.execute(
                 insert(delivery_attempts),
@@ -789,7 +799,7 @@ def recover_outbox(
                         "customer_id": r["customer_id"],
                         "attempt": r["attempts"],
                         "at": now,
-                        "outcome": "requeued" if r["status"] == "sending" else "unconfirmed",
+                        "outcome": r["outcome"],
                         "reason": r["reason"],
                         "worker": worker_id or "(lease expired)",
                     }
@@ -798,7 +808,7 @@ def recover_outbox(
             )
         done = {str(r["claimed_by"]) for r in rows}
         if worker_id is not None:  # its earlier runs are over, rows left or not
-            done |= {claim for claim in dots if claim.startswith(f"{worker_id}/")}
+            done |= {claim for claim in found if claim.startswith(f"{worker_id}/")}
         left = connection.execute(
             select(outbox.c.claimed_by)
             .distinct()
@@ -806,23 +816,37 @@ def recover_outbox(
         ).scalars()
         done -= {str(claim) for claim in left}
     discard_journals(workspace.settings.workspace, done - {keep})
+    events = [
+        MessageEvent(kind=kind, key=r["idempotency_key"], at=now)
+        for r in rows
+        for kind in _RECOVERED_EVENTS.get(r["outcome"], ())
+    ]
+    if events:
+        record_message_events(workspace=workspace, events=events, strategy=strategy)
     return len(rows)
 
 
-def _recovery_reason(row: Mapping[str, Any], dots: Mapping[str, set[int]]) -> str:
+_RECOVERED_SENT = {
+    "sent": "the server took it; the sender stopped before writing that down",
+    "unconfirmed": "the sender stopped after the point of no return",
+}
+_RECOVERED_EVENTS: dict[str, tuple[MessageEventKind, ...]] = {
+    "sent": ("sent", "delivered"),
+    "unconfirmed": ("sent",),
+}
+
+
+def _recovered(row: Mapping[str, Any], journal: Journal | None) -> tuple[str, str]:
+    """What becomes of a row a dead sender left claimed, and why."""
     claim = row["claimed_by"]
     if row["status"] == "sending":
-        return f"{claim} stopped before the message was committed"
-    if _before_the_dot(row, dots):
-        return f"{claim} stopped before the final dot (its journal): the server dropped it"
-    return f"{claim} stopped after the point of no return"
-
-
-def _before_the_dot(row: Mapping[str, Any], dots: Mapping[str, set[int]]) -> bool:
-    """A `committing` row whose sender's journal is here and does not name it: that sender
-    died between its commit and the final dot, which it never wrote."""
-    journal = dots.get(str(row["claimed_by"]))
-    return journal is not None and int(row["outbox_id"]) not in journal
+        return "requeued", f"{claim} stopped before the message was committed"
+    outbox_id = int(row["outbox_id"])
+    if journal is not None and outbox_id not in journal.dots:
+        return "requeued", f"{claim} stopped before the final dot (its journal): sent again"
+    if journal is not None and outbox_id in journal.taken:
+        return "sent", f"{claim} stopped after the server took it (its journal)"
+    return "unconfirmed", f"{claim} stopped after the point of no return"
 
 
 async def deliver_due(
@@ -843,7 +867,9 @@ async def deliver_due(
         delivery.recommendations = RecommendationCache(workspace=workspace)
     recovered = 0
     if not delivery._recovered:
-        recovered = recover_outbox(workspace=workspace, worker_id=delivery.worker_id, now=now)
+        recovered = recover_outbox(
+            workspace=workspace, worker_id=delivery.worker_id, now=now, strategy=delivery.strategy
+        )
         delivery._recovered = True
     else:
         recovered = _recover_expired(workspace, delivery, now)
@@ -872,7 +898,13 @@ def _recover_expired(workspace: Workspace, delivery: Delivery, now: datetime) ->
     if stale is None:
         return 0
     # Another sender's lease ran out; our own live claims are never older than one batch.
-    return recover_outbox(workspace=workspace, worker_id=None, now=now, keep=delivery.claim_id)
+    return recover_outbox(
+        workspace=workspace,
+        worker_id=None,
+        now=now,
+        keep=delivery.claim_id,
+        strategy=delivery.strategy,
+    )
 
 
 async def _deliver_batch(

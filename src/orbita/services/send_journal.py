@@ -11,15 +11,18 @@ sender leaves come in two kinds, told apart by its journal:
 - not in the journal: the sender died before the dot, waiting for the database to confirm
   the commit, say: the server dropped that transaction, so the message is sent again.
 
+The server's answer to the dot is noted too, so a message it took (a batch's outcomes are
+written at the batch's end) is recovered as sent, not as unconfirmed.
+
 A `committing` row whose claim has no journal here (its sender ran on another host, or
 from another workspace folder) cannot be told apart: it is taken as sent, unconfirmed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -44,6 +47,10 @@ class SendJournal:
         # One write(2), unbuffered: nothing of it stays in this process to be lost.
         os.write(self._fd, b"%d\n" % outbox_id)
 
+    def taken(self, outbox_id: int) -> None:
+        """The server answered the dot: it has the message."""
+        os.write(self._fd, b"+%d\n" % outbox_id)
+
     def clear(self) -> None:
         os.ftruncate(self._fd, 0)
 
@@ -52,17 +59,31 @@ class SendJournal:
         self.path.unlink(missing_ok=True)
 
 
-def journals(workspace_dir: Path) -> dict[str, set[int]]:
-    """Every claim's journal in this workspace: claim -> the outbox ids whose final dot
-    may have been written."""
-    found: dict[str, set[int]] = {}
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """What one claim's journal says: the outbox ids whose final dot may have been written,
+    and those the server took."""
+
+    dots: frozenset[int]
+    taken: frozenset[int]
+
+
+def journals(workspace_dir: Path) -> dict[str, Journal]:
+    """Every claim's journal in this workspace, by claim."""
+    found: dict[str, Journal] = {}
     folder = _folder(workspace_dir)
     if not folder.is_dir():
         return found
     for path in folder.glob(f"*{_SUFFIX}"):
         claim = unquote(path.name[: -len(_SUFFIX)])
-        with contextlib.suppress(FileNotFoundError):  # its sender closed it just now
-            found[claim] = {int(line) for line in path.read_bytes().split() if line.isdigit()}
+        try:
+            lines = path.read_bytes().split()
+        except FileNotFoundError:  # its sender closed it just now
+            continue
+        found[claim] = Journal(
+            dots=frozenset(int(line) for line in lines if line.isdigit()),
+            taken=frozenset(int(line[1:]) for line in lines if line[1:].isdigit()),
+        )
     return found
 
 
