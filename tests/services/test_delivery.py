@@ -4,7 +4,10 @@ sent to a real aiosmtpd server; retries, dead letters, skips and their reasons."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from orbita.services.delivery import (
     deliver_due,
     prepare_delivery,
 )
-from orbita.services.send_journal import SendJournal, journals
+from orbita.services.send_journal import journals
 from orbita.services.workspace import Workspace
 from orbita.store.state import consents, delivery_attempts, outbox, suppressions
 
@@ -58,6 +61,37 @@ def deliver(
             delivery.close_journal()
 
     return asyncio.run(run())
+
+
+@contextlib.contextmanager
+def journal_holder(
+    workspace: Workspace, claim: str, lines: list[str]
+) -> Iterator[subprocess.Popen[str]]:
+    """A process standing for a sender: it opens the claim's journal, writes `lines`
+    (`123`: about to finish outbox row 123, `+123`: the server took it) and waits until it
+    is killed (SIGKILL, at the latest when the block ends)."""
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from orbita.services.send_journal import SendJournal\n"
+        "journal = SendJournal(workspace_dir=Path(sys.argv[1]), claim=sys.argv[2])\n"
+        "for line in sys.argv[3:]:\n"
+        "    if line[0] == '+': journal.taken(int(line[1:]))\n"
+        "    else: journal.about_to_finish(int(line))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(workspace.settings.workspace), claim, *lines],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def outbox_rows(workspace: Workspace) -> list[dict[str, Any]]:
@@ -263,39 +297,52 @@ def test_a_dead_senders_journal_tells_which_committing_rows_never_got_their_dot(
     """`committing` rows a dead sender left: one its journal does not name died waiting for
     the commit's answer, before the dot, and is sent again; one it names had its dot
     written (unconfirmed), one the server answered was taken (sent). Without a journal
-    (another host's sender) nothing tells: unconfirmed. The dead run's journal goes once
-    it is recovered, and what went out has its message events."""
+    (another host's sender) nothing tells: unconfirmed. A run still alive (its journal
+    locked) keeps its claims. The dead run's journal goes once it is recovered, and what
+    went out has its message events."""
     lease = T0 + timedelta(minutes=5)
     with smtp_server() as (port, server):
         strategy = write_strategy(tmp_path, port)
-        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2", "u3"])
-        dotted, taken, unfinished, elsewhere = [row["outbox_id"] for row in outbox_rows(workspace)]
+        queue_cart_emails(workspace, strategy, ["u0", "u1", "u2", "u3", "u4"])
+        ids = [row["outbox_id"] for row in outbox_rows(workspace)]
+        dotted, taken, unfinished, elsewhere, running = ids
         with workspace.state.begin() as connection:
-            for outbox_id, claim in [
-                (dotted, "sender-2/killed"),
-                (taken, "sender-2/killed"),
-                (unfinished, "sender-2/killed"),
-                (elsewhere, "sender-7/other-host"),
+            for outbox_id, status, claim in [
+                (dotted, "committing", "sender-2/killed"),
+                (taken, "committing", "sender-2/killed"),
+                (unfinished, "committing", "sender-2/killed"),
+                (elsewhere, "committing", "sender-7/other-host"),
+                (running, "sending", "sender-2/still-running"),
             ]:
                 connection.execute(
                     outbox.update()
                     .where(outbox.c.outbox_id == outbox_id)
-                    .values(status="committing", claimed_by=claim, claimed_until=lease)
+                    .values(status=status, claimed_by=claim, claimed_until=lease)
                 )
-        # What the killed run wrote before it died; it never closed its journal.
-        killed = SendJournal(workspace_dir=workspace.settings.workspace, claim="sender-2/killed")
-        killed.about_to_finish(taken)
-        killed.taken(taken)
-        killed.about_to_finish(dotted)
-        assert set(journals(workspace.settings.workspace)) == {"sender-2/killed"}
-        report = deliver(
-            workspace, strategy, tmp_path, now=lease + timedelta(minutes=1), worker_id="sender-2"
+        # The runs that claimed them: the journal says what each did before it was killed.
+        killed_run = journal_holder(
+            workspace, "sender-2/killed", [str(taken), f"+{taken}", str(dotted)]
         )
+        with journal_holder(workspace, "sender-2/still-running", []), killed_run as killed:
+            alive = {c: j.alive for c, j in journals(workspace.settings.workspace).items()}
+            assert alive == {"sender-2/killed": True, "sender-2/still-running": True}
+            killed.kill()  # SIGKILL: the kernel drops its lock, its journal stays
+            killed.wait()
+            report = deliver(
+                workspace,
+                strategy,
+                tmp_path,
+                now=lease + timedelta(minutes=1),
+                worker_id="sender-2",
+            )
+            # The live run's journal is left alone, as are its claims; the dead one's goes.
+            left = set(journals(workspace.settings.workspace))
         resent = [m.message["X-Orbita-Key"] for m in server.messages]
     rows = {row["outbox_id"]: row for row in outbox_rows(workspace)}
     assert (report.recovered, report.sent) == (4, 1)
     assert resent == [rows[unfinished]["idempotency_key"]]
-    assert {i: (rows[i]["status"], rows[i]["result"]["outcome"]) for i in rows} == {
+    assert rows[running]["status"] == "sending"  # its sender lives: not ours to take
+    assert {i: (rows[i]["status"], rows[i]["result"]["outcome"]) for i in ids[:4]} == {
         dotted: ("sent", "unconfirmed"),
         taken: ("sent", "sent"),
         unfinished: ("sent", "sent"),
@@ -309,7 +356,7 @@ def test_a_dead_senders_journal_tells_which_committing_rows_never_got_their_dot(
         ("unconfirmed", "sender-2/killed stopped after the point of no return"),
         ("unconfirmed", "sender-7/other-host stopped after the point of no return"),
     ]
-    assert journals(workspace.settings.workspace) == {}
+    assert left == {"sender-2/still-running"}
     names = workspace.events.counts_by_name()
     assert (names.get("Email Sent"), names.get("Email Delivered")) == (4, 2)
 

@@ -734,7 +734,6 @@ def recover_outbox(
     workspace: Workspace,
     worker_id: str | None,
     now: datetime,
-    keep: str | None = None,
     strategy: Strategy | None = None,
 ) -> int:
     """Rows left claimed by a sender that died: this worker id's own (it restarted: a worker
@@ -742,8 +741,9 @@ def recover_outbox(
     to the queue (the server never got the message). A `committing` row goes by the dead
     sender's journal (`services.send_journal`): back to the queue if its dot was never
     written, `sent` if the server took it, else `sent`, unconfirmed (it was, as far as can
-    be known); with no journal here, unconfirmed. `keep`: the caller's own live claim,
-    whose journal stays; `strategy` names the message events of what was sent."""
+    be known); with no journal here, unconfirmed. A claim whose sender still runs here
+    (its journal locked) is left alone. `strategy` names the message events of what was
+    sent."""
     found = journals(workspace.settings.workspace)
     with workspace.state.begin() as connection:
         if not _is_postgres(connection):
@@ -766,7 +766,11 @@ def recover_outbox(
         )
         if _is_postgres(connection):
             query = query.with_for_update(skip_locked=True)
-        rows = [dict(row._mapping) for row in connection.execute(query)]
+        rows = [
+            dict(row._mapping)
+            for row in connection.execute(query)
+            if not _alive(found.get(str(row.claimed_by)))
+        ]
         for row in rows:
             row["outcome"], row["reason"] = _recovered(row, found.get(str(row["claimed_by"])))
         requeue = [r["outbox_id"] for r in rows if r["outcome"] == "requeued"]
@@ -808,14 +812,18 @@ def recover_outbox(
             )
         done = {str(r["claimed_by"]) for r in rows}
         if worker_id is not None:  # its earlier runs are over, rows left or not
-            done |= {claim for claim in found if claim.startswith(f"{worker_id}/")}
+            done |= {
+                claim
+                for claim, journal in found.items()
+                if claim.startswith(f"{worker_id}/") and not journal.alive
+            }
         left = connection.execute(
             select(outbox.c.claimed_by)
             .distinct()
             .where(text("status IN ('sending', 'committing')"), outbox.c.claimed_by.in_(done))
         ).scalars()
         done -= {str(claim) for claim in left}
-    discard_journals(workspace.settings.workspace, done - {keep})
+    discard_journals(workspace.settings.workspace, done)
     events = [
         MessageEvent(kind=kind, key=r["idempotency_key"], at=now)
         for r in rows
@@ -834,6 +842,11 @@ _RECOVERED_EVENTS: dict[str, tuple[MessageEventKind, ...]] = {
     "sent": ("sent", "delivered"),
     "unconfirmed": ("sent",),
 }
+
+
+def _alive(journal: Journal | None) -> bool:
+    """The claim's sender is still running here (its journal is locked): not ours to take."""
+    return journal is not None and journal.alive
 
 
 def _recovered(row: Mapping[str, Any], journal: Journal | None) -> tuple[str, str]:
@@ -898,13 +911,7 @@ def _recover_expired(workspace: Workspace, delivery: Delivery, now: datetime) ->
     if stale is None:
         return 0
     # Another sender's lease ran out; our own live claims are never older than one batch.
-    return recover_outbox(
-        workspace=workspace,
-        worker_id=None,
-        now=now,
-        keep=delivery.claim_id,
-        strategy=delivery.strategy,
-    )
+    return recover_outbox(workspace=workspace, worker_id=None, now=now, strategy=delivery.strategy)
 
 
 async def _deliver_batch(

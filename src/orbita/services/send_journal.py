@@ -16,10 +16,15 @@ written at the batch's end) is recovered as sent, not as unconfirmed.
 
 A `committing` row whose claim has no journal here (its sender ran on another host, or
 from another workspace folder) cannot be told apart: it is taken as sent, unconfirmed.
+
+A live sender holds a lock on its journal, which the kernel drops when the process dies
+however it dies: recovery leaves the rows of a claim whose journal is still locked alone,
+even when another process was started with the same worker id by mistake.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -42,6 +47,7 @@ class SendJournal:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{quote(claim, safe='')}{_SUFFIX}"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while this process lives
 
     def about_to_finish(self, outbox_id: int) -> None:
         # One write(2), unbuffered: nothing of it stays in this process to be lost.
@@ -55,17 +61,18 @@ class SendJournal:
         os.ftruncate(self._fd, 0)
 
     def close(self) -> None:
-        os.close(self._fd)
         self.path.unlink(missing_ok=True)
+        os.close(self._fd)
 
 
 @dataclass(frozen=True, slots=True)
 class Journal:
     """What one claim's journal says: the outbox ids whose final dot may have been written,
-    and those the server took."""
+    those the server took, and whether its sender still lives."""
 
     dots: frozenset[int]
     taken: frozenset[int]
+    alive: bool
 
 
 def journals(workspace_dir: Path) -> dict[str, Journal]:
@@ -77,12 +84,23 @@ def journals(workspace_dir: Path) -> dict[str, Journal]:
     for path in folder.glob(f"*{_SUFFIX}"):
         claim = unquote(path.name[: -len(_SUFFIX)])
         try:
-            lines = path.read_bytes().split()
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:  # its sender closed it just now
             continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                alive = False
+            except BlockingIOError:
+                alive = True
+            with os.fdopen(os.dup(fd), "rb") as file:
+                lines = file.read().split()
+        finally:
+            os.close(fd)
         found[claim] = Journal(
             dots=frozenset(int(line) for line in lines if line.isdigit()),
             taken=frozenset(int(line[1:]) for line in lines if line[1:].isdigit()),
+            alive=alive,
         )
     return found
 
