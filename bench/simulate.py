@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--generated", type=Path, help="keep / reuse the generated store here")
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip the peer (minutes at 100 K customers)"
+    )
     args = parser.parse_args()
     content = EXAMPLE.read_text()
     strategy = parse_strategy(content, source=str(EXAMPLE))
@@ -48,19 +51,7 @@ def main() -> None:
         root = Path(tmp)
         made = _generated(args, root)
 
-        # The peer: the replayed weeks imported as plain history into a fresh workspace.
-        start = DEFAULT_END - timedelta(weeks=args.weeks)
-        _, replay = split_events(events_path=made.events_path, at=start, out=root / "split")
-        peer = Settings(workspace=root / "peer")
-        init_workspace(settings=peer)
-        with open_workspace(settings=peer) as opened:
-            import_customers(workspace=opened, path=made.customers_path)
-            began = time.perf_counter()
-            imported = import_events(workspace=opened, path=replay)
-            peer_seconds = time.perf_counter() - began
-        rate = imported.rows / peer_seconds
-        print(f"peer: the same {imported.rows:,} events imported as history (no journeys) ")
-        print(f"      in {peer_seconds:.1f} s = {rate:,.0f} events/s")
+        peer_seconds = _peer(args, made, root) if not args.no_peer else None
 
         settings = Settings(workspace=root / "workspace")
         init_workspace(settings=settings)
@@ -88,12 +79,33 @@ def main() -> None:
         run_seconds = total - report.history.seconds - report.customers.seconds
         print(
             f"run alone: {run_seconds:.1f} s = {run.events / run_seconds:,.0f} events/s, "
-            f"{args.weeks * 7 / (run_seconds / 60):.1f} simulated days per minute; "
-            f"vs plain import of the same events: {run_seconds / peer_seconds:.1f}x the time"
+            f"{args.weeks * 7 / (run_seconds / 60):.1f} simulated days per minute"
+            + (
+                f"; vs plain import of the same events: {run_seconds / peer_seconds:.1f}x the time"
+                if peer_seconds
+                else ""
+            )
         )
         phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in run.seconds.items())
         print(f"run phases: {phases}")
         print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _peer(args: argparse.Namespace, made: GenerateReport, root: Path) -> float:
+    """The replayed weeks imported as plain history into a fresh workspace: the seconds."""
+    start = DEFAULT_END - timedelta(weeks=args.weeks)
+    _, replay = split_events(events_path=made.events_path, at=start, out=root / "split")
+    peer = Settings(workspace=root / "peer")
+    init_workspace(settings=peer)
+    with open_workspace(settings=peer) as opened:
+        import_customers(workspace=opened, path=made.customers_path)
+        began = time.perf_counter()
+        imported = import_events(workspace=opened, path=replay)
+        peer_seconds = time.perf_counter() - began
+    rate = imported.rows / peer_seconds
+    print(f"peer: the same {imported.rows:,} events imported as history (no journeys) ")
+    print(f"      in {peer_seconds:.1f} s = {rate:,.0f} events/s")
+    return peer_seconds
 
 
 def _generated(args: argparse.Namespace, root: Path) -> GenerateReport:
