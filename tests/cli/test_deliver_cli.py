@@ -45,7 +45,7 @@ def test_deliver_then_status_then_preview(tmp_path: Path) -> None:
     assert (report["claimed"], report["sent"]) == (2, 2)
 
     code, out, _ = orbita("deliver", "status", "-w", str(ws), "--json")
-    assert code == 0 and json.loads(out) == {"counts": {"sent": 2}, "dead": []}
+    assert code == 0 and json.loads(out) == {"counts": {"sent": 2}, "unconfirmed": 0, "dead": []}
 
     code, out, _ = orbita("templates", "list", "-w", str(ws), "--json")
     assert code == 0

@@ -25,6 +25,7 @@ from orbita.services.delivery import (
     DeliveryReport,
     check_link_token,
     deliver_due,
+    outbox_status,
     prepare_delivery,
 )
 from orbita.services.send_journal import journals
@@ -357,6 +358,7 @@ def test_a_dead_senders_journal_tells_which_committing_rows_never_got_their_dot(
         ("unconfirmed", "sender-7/other-host stopped after the point of no return"),
     ]
     assert left == {"sender-2/still-running"}
+    assert outbox_status(workspace=workspace)["unconfirmed"] == 2
     names = workspace.events.counts_by_name()
     assert (names.get("Email Sent"), names.get("Email Delivered")) == (4, 2)
 

@@ -98,6 +98,9 @@ def status(workspace: WorkspaceOption = DEFAULT_WORKSPACE, as_json: JsonOption =
     out = console()
     for name, count in sorted(found["counts"].items()):
         out.print(f"{name:<12} {count:>8,}", markup=False, highlight=False)
+        if name == "sent" and found["unconfirmed"]:
+            unconfirmed = found["unconfirmed"]
+            out.print(f"  of them {unconfirmed:,} unconfirmed", markup=False, highlight=False)
     if found["dead"]:
         table = Table("outbox id", "journey", "template", "customer", "attempts", "reason")
         for row in found["dead"]:

@@ -1240,7 +1240,9 @@ def preview_message(
 
 
 def outbox_status(*, workspace: Workspace, dead_limit: int = 20) -> dict[str, Any]:
-    """Messages per status and the latest dead letters with their reasons."""
+    """Messages per status, how many of those sent are unconfirmed (a sender stopped after
+    the final dot, before the server's answer), and the latest dead letters with their
+    reasons."""
     with workspace.state.connect() as connection:
         counts = {
             str(status): int(n)
@@ -1248,6 +1250,12 @@ def outbox_status(*, workspace: Workspace, dead_limit: int = 20) -> dict[str, An
                 select(outbox.c.status, func.count()).group_by(outbox.c.status)
             )
         }
+        unconfirmed = connection.execute(
+            select(func.count()).where(
+                outbox.c.status == "sent",
+                outbox.c.result["outcome"].as_string() == "unconfirmed",
+            )
+        ).scalar_one()
         dead = [
             {
                 "outbox_id": row.outbox_id,
@@ -1264,4 +1272,4 @@ def outbox_status(*, workspace: Workspace, dead_limit: int = 20) -> dict[str, An
                 .limit(dead_limit)
             )
         ]
-    return {"counts": counts, "dead": dead}
+    return {"counts": counts, "unconfirmed": int(unconfirmed), "dead": dead}
