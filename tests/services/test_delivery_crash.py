@@ -97,10 +97,10 @@ def test_a_killed_sender_delivers_every_email_exactly_once(
     assert len(rows) == emails
     assert duplicates == {}
     assert set(received) <= expected
-    # The one known gap (services/delivery.py): a kill after the `committing` commit but
-    # before the final dot was written loses that message, at most one per connection per
-    # kill, and its row says unconfirmed. On PostgreSQL the window is the commit's
-    # acknowledgement on its way back, not microseconds: a kill lands in it now and then.
+    # The one known gap (services/delivery.py): a kill between the journal's write and the
+    # final dot's loses that message, at most one per connection per kill, and its row says
+    # unconfirmed. (Before the journal, the gap on PostgreSQL was the commit's answer on its
+    # way back, and a kill landed in it now and then: 1 lost of 600 here.)
     assert missing <= unconfirmed, (
         f"{len(missing)} lost; only {len(missing & unconfirmed)} were recorded unconfirmed"
     )
