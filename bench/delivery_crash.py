@@ -12,9 +12,9 @@ aiosmtpd server in its own process that records every Message-ID it receives, th
 random 0-50 ms), starts it again each time with the same worker id, and lets the last
 one finish. It then compares what the server received with the outbox.
 
-A kill between a message's `committing` commit and the write of SMTP's final dot loses that
-message (services/delivery.py, the one known gap): its row says `unconfirmed`, and such a
-loss is reported apart. Exit code 1 when a message arrived twice, when one is lost that no
+A kill in the one known gap (services/delivery.py's docstring: microseconds before SMTP's
+final dot is written) loses that message; its row says `unconfirmed`, and such a loss is
+reported apart. Exit code 1 when a message arrived twice, when one is lost that no
 `unconfirmed` row explains, or when a sender run failed on its own.
 
 With `--postgres URL` the state is in a scratch database created on that server (and
