@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from typing import Any
 import aiosmtplib
 import httpx
 
+# bench/delivery.py: the same loopback helpers.
+from delivery import free_port, load_average
 from orbita.core.settings import Settings
 from orbita.model.messages import parse_batch
 from orbita.model.strategy import parse_strategy
@@ -104,12 +105,6 @@ def smtp_process(port: int, control: Connection) -> None:
         if command == "arrivals":
             control.send((arrivals.count, dict(arrivals.at)))
     controller.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # --- the workspace and the server -----------------------------------------------------------
@@ -267,11 +262,6 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def load_average() -> str:
-    with open("/proc/loadavg") as file:
-        return " ".join(file.read().split()[:3])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=1000, help="events a second")
@@ -311,7 +301,7 @@ def main() -> None:
                 f"rate {args.rate:,} events/s for {args.seconds:g} s, batches of {args.batch}, "
                 f"{args.trigger_share:.0%} triggers; deliver interval {args.interval} s"
             )
-            print(f"load average before: {load_average()}")
+            print(f"load average before: {' '.join(load_average())}")
             started = time.monotonic()
             posted, accepted, failures = asyncio.run(
                 post_events(
@@ -333,7 +323,7 @@ def main() -> None:
                 if len(arrivals) >= len(posted) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
-            print(f"load average after: {load_average()}")
+            print(f"load average after: {' '.join(load_average())}")
         finally:
             server.terminate()
             try:
